@@ -1,0 +1,82 @@
+// The CPU loop for element-wise rules: one parallel pass over all elements of all tensors.
+//
+// at::parallel_for (OpenMP) splits the concatenated element range of the whole tensor list
+// evenly between threads, so a few huge tensors and many small ones balance alike and no chunk
+// table is built. Each thread walks its range tensor by tensor; the inner loop calls the rule's
+// inline formula and is vectorised by the compiler (`omp simd`: the slots never alias).
+#pragma once
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <vector>
+
+namespace sparseopt {
+namespace cpu {
+
+// Elements per task: large enough to amortise the scheduling, small enough to split a ResNet
+// layer between cores.
+constexpr int64_t kGrainSize = 32768;
+
+template <typename S, class Op, bool kScaled>
+inline void elementwise_range(const std::array<void*, Op::kDepth>& base, int64_t begin,
+                              int64_t end, const Op& op,
+                              const typename Op::template Coeffs<at::opmath_type<S>>& c,
+                              at::opmath_type<S> inv_scale) {
+  using T = at::opmath_type<S>;
+  constexpr int D = Op::kDepth;
+  S* p[D];
+  for (int d = 0; d < D; ++d) p[d] = static_cast<S*>(base[d]);
+#pragma omp simd
+  for (int64_t j = begin; j < end; ++j) {
+    T v[D];
+    for (int d = 0; d < D; ++d) v[d] = static_cast<T>(p[d][j]);
+    if (kScaled) {
+      v[Op::kGrad] = v[Op::kGrad] * inv_scale;
+      p[Op::kGrad][j] = static_cast<S>(v[Op::kGrad]);
+    }
+    op(v, c);
+    for (int d = 0; d < D; ++d)
+      if ((Op::kWrites >> d) & 1u) p[d][j] = static_cast<S>(v[d]);
+  }
+}
+
+// Runs op over tensors described by raw pointers. steps[i] is tensor i's step count t (already
+// incremented), inv_scale the reciprocal of GradScaler's scale (nullopt: not scaled).
+template <class Op>
+void run_elementwise(const std::vector<std::array<void*, Op::kDepth>>& ptrs,
+                     const std::vector<int64_t>& numels,
+                     const std::vector<at::ScalarType>& dtypes, const std::vector<double>& steps,
+                     std::optional<double> inv_scale, const Op& op) {
+  const size_t n = numels.size();
+  std::vector<int64_t> offsets(n + 1, 0);
+  for (size_t i = 0; i < n; ++i) offsets[i + 1] = offsets[i] + numels[i];
+  at::parallel_for(0, offsets[n], kGrainSize, [&](int64_t begin, int64_t end) {
+    size_t i = std::upper_bound(offsets.begin(), offsets.end(), begin) - offsets.begin() - 1;
+    while (begin < end) {
+      while (offsets[i + 1] <= begin) ++i;  // skip empty tensors
+      const int64_t stop = std::min(end, offsets[i + 1]);
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtypes[i], "sparseopt_cpu", [&] {
+        using T = at::opmath_type<scalar_t>;
+        const auto c = op.template coeffs<T>(Op::kUsesStep ? steps[i] : 0.0);
+        const int64_t b = begin - offsets[i], e = stop - offsets[i];
+        if (inv_scale.has_value()) {
+          // Rounded the way the reference rounds 1/scale: double reciprocal, then math type.
+          elementwise_range<scalar_t, Op, true>(ptrs[i], b, e, op, c, static_cast<T>(*inv_scale));
+        } else {
+          elementwise_range<scalar_t, Op, false>(ptrs[i], b, e, op, c, T(1));
+        }
+      });
+      begin = stop;
+    }
+  });
+}
+
+}  // namespace cpu
+}  // namespace sparseopt

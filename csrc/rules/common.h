@@ -1,0 +1,69 @@
+// Shared scalar helpers for the update rules in csrc/rules/*.h.
+//
+// Every rule header is included by two loops: the CPU loop (g++, with torch) and the CUDA
+// kernels (nvcc, *without* torch, so that `nvcc -c` checks a kernel in seconds on a machine
+// with no CUDA torch). Hence nothing here may include a torch header.
+//
+// Numerical contract, relied on by the tests that compare kernels with sparseopt.reference
+// bit for bit:
+//   * per-element math runs in "opmath" (float for fp32/fp16/bf16 storage, double for fp64);
+//   * per-tensor coefficients (lr*l1, sqrt(t)/gamma, ...) are computed in double on the host
+//     or device and rounded to opmath once, exactly as torch rounds a Python scalar;
+//   * every element-wise expression is evaluated in the order the reference writes it, with
+//     floating-point contraction disabled (-ffp-contract=off, nvcc --fmad=false), so each
+//     operation is one correctly rounded IEEE operation on both sides.
+#pragma once
+
+#include <cmath>
+
+#ifndef C10_HOST_DEVICE
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define C10_HOST_DEVICE __host__ __device__
+#else
+#define C10_HOST_DEVICE
+#endif
+#endif
+
+namespace sparseopt {
+namespace rules {
+
+C10_HOST_DEVICE inline float copysign_(float mag, float sgn) {
+#ifdef __CUDA_ARCH__
+  return copysignf(mag, sgn);
+#else
+  return std::copysign(mag, sgn);
+#endif
+}
+C10_HOST_DEVICE inline double copysign_(double mag, double sgn) {
+#ifdef __CUDA_ARCH__
+  return ::copysign(mag, sgn);
+#else
+  return std::copysign(mag, sgn);
+#endif
+}
+
+C10_HOST_DEVICE inline double sqrt_(double x) {
+#ifdef __CUDA_ARCH__
+  return ::sqrt(x);
+#else
+  return std::sqrt(x);
+#endif
+}
+
+// |x| without a libm call, so the CPU loop vectorizes; keeps NaN as NaN.
+template <typename T>
+C10_HOST_DEVICE inline T abs_(T x) {
+  return x < T(0) ? -x : x;
+}
+
+// The l1 proximal map soft(u, a) = sign(u) * max(|u| - a, 0).
+// Exact zero wherever |u| <= a. A NaN in u stays NaN (a diverged run must not be hidden behind
+// zeros). The zero keeps the sign of u, as torch.copysign(clamp_min(|u| - a, 0), u) does.
+template <typename T>
+C10_HOST_DEVICE inline T soft_threshold(T u, T a) {
+  T d = abs_(u) - a;
+  return copysign_(d < T(0) ? T(0) : d, u);
+}
+
+}  // namespace rules
+}  // namespace sparseopt
