@@ -1,0 +1,155 @@
+"""sparseopt's dispatcher ops: ``torch.ops.sparseopt.<name>``.
+
+Each op is registered three ways, following torchao/bitsandbytes:
+
+* native CPU and CUDA kernels from the C++ extension ``sparseopt._C`` (csrc/ops/*.cpp);
+* the pure-PyTorch reference (:mod:`sparseopt.reference`) as the ``CompositeExplicitAutograd``
+  kernel, used for any device that has no native kernel (CUDA in a CPU-only build, MPS, ...);
+* a fake kernel, so ``torch.compile`` and ``torch.library.opcheck`` can trace the op.
+
+If the extension is missing or fails to load, importing sparseopt still works: the schemas
+below are defined from Python, every call runs the reference, and one warning says why.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .. import reference as _reference
+
+# Op name -> schema (without the name). The C++ definitions in csrc/ops/*.cpp are the source of
+# truth; tests/test_ops.py checks that these copies match them.
+SCHEMAS: dict[str, str] = {
+    "prox_sgd_step_": (
+        "(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] momentum_buffers, float lr, "
+        "float l1, float momentum, float weight_decay, Tensor? grad_scale=None, "
+        "Tensor? found_inf=None) -> ()"
+    ),
+    "sqrt_t_prox_sgd_step_": (
+        "(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] momentum_buffers, "
+        "Tensor(d!)[] steps, float lr, float l1, float gamma, float momentum, "
+        "float weight_decay, Tensor? grad_scale=None, Tensor? found_inf=None) -> ()"
+    ),
+    "rda_step_": (
+        "(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] grad_avgs, Tensor[] centers, "
+        "Tensor(d!)[] steps, float lr, float l1, float gamma, bool retrain, int retrain_after, "
+        "Tensor? grad_scale=None, Tensor? found_inf=None) -> ()"
+    ),
+}
+
+REFERENCES: dict[str, Callable[..., Any]] = {
+    "prox_sgd_step_": _reference.prox_sgd_step_,
+    "sqrt_t_prox_sgd_step_": _reference.sqrt_t_prox_sgd_step_,
+    "rda_step_": _reference.rda_step_,
+}
+
+_load_error: str | None = None
+try:
+    from .. import _C  # noqa: F401  (loading the library registers the native kernels)
+
+    _native_backends: frozenset[str] = frozenset(_C.compiled_backends())
+    _build_info: dict[str, Any] = dict(_C.build_info())
+except (ImportError, OSError) as exc:  # not built, or built against another torch
+    _C = None
+    _native_backends = frozenset()
+    _build_info = {}
+    _load_error = f"{type(exc).__name__}: {exc}"
+    warnings.warn(
+        "sparseopt: the native extension sparseopt._C could not be loaded "
+        f"({_load_error}); every optimizer falls back to the pure-PyTorch reference, which is "
+        "correct but slower. Rebuild with `pip install --no-build-isolation -e .` against the "
+        "installed torch.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+_lib = torch.library.Library("sparseopt", "FRAGMENT")  # kept alive for the registrations below
+
+
+def _fake(*args: Any, **kwargs: Any) -> None:
+    """Fake kernel of every in-place optimizer op: it mutates its inputs and returns nothing."""
+    return None
+
+
+def _register(name: str, schema: str, reference: Callable[..., Any]) -> None:
+    if _C is None:
+        _lib.define(name + schema)
+    qualname = f"sparseopt::{name}"
+    torch.library.register_fake(qualname, _fake, lib=_lib)
+    torch.library.register_kernel(qualname, None, reference, lib=_lib)
+
+
+for _name, _schema in SCHEMAS.items():
+    _register(_name, _schema, REFERENCES[_name])
+
+
+def native_available() -> bool:
+    """True when the compiled extension loaded."""
+    return _C is not None
+
+
+def has_native(device: torch.device | str) -> bool:
+    """True when ``device``'s type has native (compiled) kernels in this build."""
+    return torch.device(device).type in _native_backends
+
+
+def backend_info() -> dict[str, Any]:
+    """Which backends this installation can run, and how it was built.
+
+    Keys: ``native`` (the extension loaded), ``backends`` (device types with native kernels),
+    ``reference`` (always True: the pure-PyTorch fallback), ``load_error`` (why the extension
+    did not load, or None), ``torch`` (the running torch), ``torch_cuda`` (its CUDA version),
+    ``cuda_available`` and, from the build, ``openmp``, ``cuda_arch_list``, ``compiler``.
+    """
+    info: dict[str, Any] = {
+        "native": _C is not None,
+        "backends": sorted(_native_backends),
+        "reference": True,
+        "load_error": _load_error,
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+    }
+    info.update({k: v for k, v in _build_info.items() if k != "backends"})
+    return info
+
+
+def resolve(name: str, device: torch.device, backend: str) -> Callable[..., Any]:
+    """The callable that runs op ``name`` on ``device`` for an optimizer's ``backend`` choice.
+
+    ``"auto"``: the dispatcher op (native kernel where compiled, else the reference);
+    ``"native"``: the dispatcher op, and an error if this device has no native kernel;
+    ``"reference"``: the pure-PyTorch reference, always.
+    """
+    if backend == "reference":
+        return REFERENCES[name]
+    if backend == "native" and not has_native(device):
+        why = f" (the extension did not load: {_load_error})" if _load_error else ""
+        raise RuntimeError(
+            f"sparseopt: backend='native' was requested but this build has no native kernel "
+            f"for device type '{device.type}'{why}; native backends here: "
+            f"{sorted(_native_backends) or 'none'}. Use backend='auto' to fall back to the "
+            "pure-PyTorch reference."
+        )
+    return getattr(torch.ops.sparseopt, name)
+
+
+prox_sgd_step_ = torch.ops.sparseopt.prox_sgd_step_
+sqrt_t_prox_sgd_step_ = torch.ops.sparseopt.sqrt_t_prox_sgd_step_
+rda_step_ = torch.ops.sparseopt.rda_step_
+
+__all__ = [
+    "SCHEMAS",
+    "REFERENCES",
+    "backend_info",
+    "has_native",
+    "native_available",
+    "resolve",
+    "prox_sgd_step_",
+    "sqrt_t_prox_sgd_step_",
+    "rda_step_",
+]

@@ -1,0 +1,7 @@
+"""sparseopt's optimizers: drop-in :class:`torch.optim.Optimizer` subclasses."""
+
+from ._base import SparseOptimizer
+from .prox_sgd import ProxSGD, SqrtTProxSGD
+from .rda import IRDA, RDA
+
+__all__ = ["SparseOptimizer", "ProxSGD", "SqrtTProxSGD", "RDA", "IRDA"]

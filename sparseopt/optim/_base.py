@@ -1,0 +1,274 @@
+"""Machinery shared by sparseopt's optimizers.
+
+A sparseopt optimizer is a thin :class:`torch.optim.Optimizer` subclass: it validates its
+hyperparameters (at construction, in ``add_param_group``, after ``load_state_dict`` and at every
+step, since schedulers and users edit groups), gathers the parameters that have gradients, their
+state and the group's scalars, and calls one fused op per device (and per l1 coverage). All
+checks of a step run before the first tensor is written, so a rejected step changes nothing.
+
+``torch.amp.GradScaler`` support follows torch's fused optimizers: the class sets
+``_step_supports_amp_scaling``, GradScaler then hands ``grad_scale`` and ``found_inf`` to the
+optimizer as attributes, and the kernels unscale the gradients and skip the step on inf/NaN
+without a host synchronisation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from .. import ops
+
+SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+BACKENDS = ("auto", "native", "reference")
+L1_ON = ("weights", "all")
+
+
+def check_real(
+    owner: str,
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    low_inclusive: bool = True,
+    high: float | None = None,
+    high_inclusive: bool = False,
+) -> None:
+    """Raise ValueError unless ``value`` is a finite real number inside the given range."""
+    parts = []
+    if low is not None:
+        parts.append(f"{name} {'>=' if low_inclusive else '>'} {low}")
+    if high is not None:
+        parts.append(f"{name} {'<=' if high_inclusive else '<'} {high}")
+    accepted = "a finite real number" + (" with " + " and ".join(parts) if parts else "")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, Tensor):
+            raise ValueError(
+                f"{owner}: {name} must be a Python number, got a Tensor; accepted: {accepted}"
+            )
+        raise ValueError(f"{owner}: {name} = {value!r} is not a number; accepted: {accepted}")
+    ok = math.isfinite(value)
+    if ok and low is not None:
+        ok = value >= low if low_inclusive else value > low
+    if ok and high is not None:
+        ok = value <= high if high_inclusive else value < high
+    if not ok:
+        raise ValueError(f"{owner}: invalid {name} = {value!r}; accepted: {accepted}")
+
+
+def check_choice(owner: str, name: str, value: Any, choices: Iterable[str]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{owner}: invalid {name} = {value!r}; accepted: one of {choices}")
+
+
+def l1_covers(param: Tensor, l1_on: str) -> bool:
+    """Whether the l1 term applies to ``param``: weights (dim > 1) by default, or everything."""
+    return l1_on == "all" or param.dim() > 1
+
+
+class SparseOptimizer(Optimizer):
+    """Base class of sparseopt's optimizers (not used directly).
+
+    Subclasses set :attr:`op_name` and implement :meth:`_check_hyperparameters`,
+    :meth:`_init_state` and :meth:`_run`.
+    """
+
+    op_name: str = ""
+    _step_supports_amp_scaling = True
+
+    # -- subclass interface ---------------------------------------------------------------
+    def _check_hyperparameters(self, group: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _init_state(self, param: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _run(
+        self,
+        fn: Callable[..., Any],
+        group: dict[str, Any],
+        params: list[Tensor],
+        states: list[dict[str, Any]],
+        covered: bool,
+        grad_scale: Tensor | None,
+        found_inf: Tensor | None,
+    ) -> None:
+        """Call ``fn`` (the op or its reference) on one bucket: ``params`` share a device and
+        l1 coverage (``covered``: the l1 term applies); ``states[k]`` is ``params[k]``'s state."""
+        raise NotImplementedError
+
+    # -- validation -----------------------------------------------------------------------
+    @property
+    def _owner(self) -> str:
+        return type(self).__name__
+
+    def _label(self, group: dict[str, Any], gi: int, i: int, p: Tensor) -> str:
+        names = group.get("param_names")
+        if names is not None and i < len(names):
+            return f"parameter '{names[i]}' (param_groups[{gi}], shape {list(p.shape)})"
+        return f"parameter {i} of param_groups[{gi}] (shape {list(p.shape)})"
+
+    def _check_group(self, group: dict[str, Any], gi: int, params: bool = True) -> None:
+        owner = self._owner
+        check_choice(owner, "backend", group.get("backend"), BACKENDS)
+        check_choice(owner, "l1_on", group.get("l1_on"), L1_ON)
+        for i, p in enumerate(group["params"] if params else ()):
+            if p.dtype not in SUPPORTED_DTYPES:
+                kind = "complex" if p.is_complex() else "unsupported"
+                raise ValueError(
+                    f"{owner}: {self._label(group, gi, i, p)} has {kind} dtype {p.dtype}; "
+                    "accepted: float32, float64, float16 or bfloat16 parameters"
+                )
+        self._check_hyperparameters(group)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        try:
+            self._check_group(self.param_groups[-1], len(self.param_groups) - 1)
+        except Exception:
+            self.param_groups.pop()
+            raise
+
+    def _grad_error(self, group: dict[str, Any], gi: int, i: int, p: Tensor) -> Exception:
+        g = p.grad
+        owner = self._owner
+        if g.layout != torch.strided:
+            return RuntimeError(
+                f"{owner}: {self._label(group, gi, i, p)} has a sparse gradient ({g.layout}); "
+                f"{owner} supports dense gradients only"
+            )
+        return RuntimeError(
+            f"{owner}: the gradient of {self._label(group, gi, i, p)} has dtype {g.dtype}, "
+            f"shape {list(g.shape)} on {g.device}; it must match the parameter "
+            f"({p.dtype}, {list(p.shape)} on {p.device})"
+        )
+
+    def _state_error(
+        self, group: dict[str, Any], gi: int, i: int, p: Tensor, key: str, value: Tensor
+    ) -> Exception:
+        where = self._label(group, gi, i, p)
+        if value.device != p.device:
+            return RuntimeError(
+                f"{self._owner}: optimizer state '{key}' of {where} is on {value.device} but the "
+                f"parameter is on {p.device}. Move the model before creating the optimizer, or "
+                "reload the optimizer's state_dict after moving it (load_state_dict moves each "
+                "state tensor to its parameter's device)."
+            )
+        return RuntimeError(
+            f"{self._owner}: optimizer state '{key}' of {where} has dtype {value.dtype} and shape "
+            f"{list(value.shape)}; it must match the parameter ({p.dtype}, {list(p.shape)})"
+        )
+
+    def _check_state(self, group: dict[str, Any], gi: int, i: int, p: Tensor, state: dict) -> None:
+        for key, value in state.items():
+            if isinstance(value, Tensor):
+                if value.device != p.device or (
+                    key != "step" and (value.dtype != p.dtype or value.shape != p.shape)
+                ):
+                    raise self._state_error(group, gi, i, p, key, value)
+
+    # -- the step ---------------------------------------------------------------------------
+    def _plan(self) -> list[tuple[dict[str, Any], dict[tuple[torch.device, bool], Any]]]:
+        """Validate everything and group the work by (device, l1 coverage); writes nothing.
+
+        Each bucket is ``[fn, params, states]`` with ``states[k]`` None where a parameter has
+        no state yet (created by :meth:`step` once every check has passed).
+        """
+        plan = []
+        get_state = self.state.get
+        strided = torch.strided
+        for gi, group in enumerate(self.param_groups):
+            self._check_group(group, gi, params=False)
+            l1_all = group["l1_on"] == "all"
+            buckets: dict[tuple[torch.device, bool], Any] = {}
+            for i, p in enumerate(group["params"]):
+                g = p.grad
+                if g is None:
+                    continue
+                # torch itself keeps .grad's shape, dtype and device equal to the parameter's
+                # (checked on assignment); the layout is ours to check (sparse embeddings).
+                if g.layout != strided:
+                    raise self._grad_error(group, gi, i, p)
+                device = p.device
+                state = get_state(p)
+                if state:
+                    # State tensors are created, loaded (load_state_dict checks them all) and
+                    # moved together: one tells whether the model moved after the optimizer
+                    # was built.
+                    for value in state.values():
+                        if isinstance(value, Tensor):
+                            if value.device != device:
+                                self._check_state(group, gi, i, p, state)
+                            break
+                key = (device, l1_all or p.dim() > 1)
+                bucket = buckets.get(key)
+                if bucket is None:
+                    fn = ops.resolve(self.op_name, device, group["backend"])
+                    bucket = buckets[key] = [fn, [], []]
+                bucket[1].append(p)
+                bucket[2].append(state)
+            plan.append((group, buckets))
+        return plan
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """Perform one optimization step.
+
+        Args:
+            closure: optional; re-evaluates the model and returns the loss (run with grad
+                enabled, before the update).
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        grad_scale: Tensor | None = getattr(self, "grad_scale", None)
+        found_inf: Tensor | None = getattr(self, "found_inf", None)
+        for group, buckets in self._plan():
+            for (device, covered), (fn, params, states) in buckets.items():
+                for k, state in enumerate(states):
+                    if not state:
+                        state = states[k] = self.state[params[k]]
+                        self._init_state(params[k], state, group)
+                self._run(
+                    fn,
+                    group,
+                    params,
+                    states,
+                    covered,
+                    _on_device(grad_scale, device),
+                    _on_device(found_inf, device),
+                )
+        return loss
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        for gi, group in enumerate(self.param_groups):
+            self._check_group(group, gi)
+            for i, p in enumerate(group["params"]):
+                state = self.state.get(p)
+                if not state:
+                    continue
+                step = state.get("step")
+                if isinstance(step, Tensor):
+                    # Step counters live on the parameter's device (read by the kernels there);
+                    # a copy, so stepping never writes into the caller's state_dict.
+                    state["step"] = step.to(device=p.device, dtype=torch.float32, copy=True)
+                self._check_state(group, gi, i, p, state)
+
+
+def _on_device(t: Tensor | None, device: torch.device) -> Tensor | None:
+    if t is None or t.device == device:
+        return t
+    return t.to(device)
+
+
+def new_step(p: Tensor) -> Tensor:
+    """A fresh step counter (float32 scalar on the parameter's device, torch's fused layout)."""
+    return torch.zeros((), dtype=torch.float32, device=p.device)

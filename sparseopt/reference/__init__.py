@@ -1,0 +1,11 @@
+"""Pure-PyTorch reference implementations of every sparseopt update rule.
+
+Each function has the signature and in-place semantics of the native op of the same name in
+``torch.ops.sparseopt``. They are the test oracle (native kernels must match them bit for bit)
+and the fallback wherever no native kernel exists (no compiled extension, or a device without
+one).
+"""
+
+from .l1 import prox_sgd_step_, rda_step_, sqrt_t_prox_sgd_step_
+
+__all__ = ["prox_sgd_step_", "sqrt_t_prox_sgd_step_", "rda_step_"]
