@@ -1,0 +1,84 @@
+"""Shared fixtures: devices, dtypes, the shape set, and helpers to run a native op and its
+pure-PyTorch reference side by side."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+
+import pytest
+import torch
+
+import sparseopt
+
+HAS_CUDA = torch.cuda.is_available() and sparseopt.ops.has_native("cuda")
+CUDA_SKIP = "CUDA kernels need a GPU and a CUDA build of sparseopt (none here)"
+
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason=CUDA_SKIP)),
+]
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+
+# (name, factory(device, dtype) -> tensor): the shapes every element-wise kernel is tested on.
+# Odd sizes, empty and one-element tensors, 4-D conv weights, and non-contiguous layouts: a
+# dense permutation (channels_last, transposed) and strided views with gaps.
+SHAPES: dict[str, Callable[[str, torch.dtype], torch.Tensor]] = {
+    "empty": lambda d, t: torch.empty(0, device=d, dtype=t),
+    "one": lambda d, t: torch.empty(1, device=d, dtype=t),
+    "odd_278011": lambda d, t: torch.empty(278011, device=d, dtype=t),
+    "conv_64x3x3x3": lambda d, t: torch.empty(64, 3, 3, 3, device=d, dtype=t),
+    "conv_channels_last": lambda d, t: torch.empty(32, 16, 3, 3, device=d, dtype=t).to(
+        memory_format=torch.channels_last
+    ),
+    "transposed": lambda d, t: torch.empty(129, 65, device=d, dtype=t).t(),
+    "strided_view": lambda d, t: torch.empty(97, 203, device=d, dtype=t)[:, ::3],
+    "linear_1000x17": lambda d, t: torch.empty(1000, 17, device=d, dtype=t),
+}
+
+
+def make_tensor(shape: str, device: str, dtype: torch.dtype, gen: torch.Generator) -> torch.Tensor:
+    """A tensor of the named layout filled with N(0, 1) values (generated on the CPU, so every
+    device and run sees the same numbers)."""
+    t = SHAPES[shape](device, dtype)
+    t.copy_(torch.randn(t.shape, generator=gen, dtype=torch.float64))
+    return t
+
+
+def clone_strided(t: torch.Tensor) -> torch.Tensor:
+    """A copy that keeps t's strides (also a view's gaps), so the reference sees the same layout."""
+    if t.is_non_overlapping_and_dense():
+        return t.clone(memory_format=torch.preserve_format)
+    base = torch.empty(t.untyped_storage().nbytes() // t.element_size(), dtype=t.dtype,
+                       device=t.device)
+    view = base.as_strided(t.shape, t.stride(), t.storage_offset())
+    view.copy_(t)
+    return view
+
+
+def deep_clone(obj):
+    """Clone every tensor in a nested structure of lists/tuples/dicts, keeping strides."""
+    if isinstance(obj, torch.Tensor):
+        return clone_strided(obj)
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(deep_clone(x) for x in obj)
+    if isinstance(obj, dict):
+        return {k: deep_clone(v) for k, v in obj.items()}
+    return copy.copy(obj)
+
+
+def assert_lists_equal(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor], what: str) -> None:
+    assert len(a) == len(b), what
+    for i, (x, y) in enumerate(zip(a, b)):
+        assert x.shape == y.shape and x.dtype == y.dtype, f"{what}[{i}]"
+        if not torch.equal(x, y):
+            diff = (x.double() - y.double()).abs()
+            raise AssertionError(
+                f"{what}[{i}] differs from the reference: max |diff| {diff.max().item():.3e} at "
+                f"{int(diff.argmax())} of {x.numel()}; {int((diff > 0).sum())} elements differ"
+            )
+
+
+@pytest.fixture
+def gen() -> torch.Generator:
+    return torch.Generator().manual_seed(1234)
