@@ -46,11 +46,10 @@ def make_tensor(shape: str, device: str, dtype: torch.dtype, gen: torch.Generato
 
 
 def clone_strided(t: torch.Tensor) -> torch.Tensor:
-    """A copy that keeps t's strides (also a view's gaps), so the reference sees the same layout."""
-    if t.is_non_overlapping_and_dense():
-        return t.clone(memory_format=torch.preserve_format)
-    base = torch.empty(t.untyped_storage().nbytes() // t.element_size(), dtype=t.dtype,
-                       device=t.device)
+    """A copy with t's strides (also a view's gaps and offset), so the reference sees the same
+    memory layout as the native kernel."""
+    extent = t.storage_offset() + 1 + sum((n - 1) * st for n, st in zip(t.shape, t.stride()))
+    base = torch.zeros(extent if t.numel() else t.storage_offset(), dtype=t.dtype, device=t.device)
     view = base.as_strided(t.shape, t.stride(), t.storage_offset())
     view.copy_(t)
     return view
