@@ -39,12 +39,24 @@ SCHEMAS: dict[str, str] = {
         "Tensor(d!)[] steps, float lr, float l1, float gamma, bool retrain, int retrain_after, "
         "Tensor? grad_scale=None, Tensor? found_inf=None) -> ()"
     ),
+    "obproxsg_step_": (
+        "(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] steps, float lr, float l1, "
+        "float eps, int steps_per_epoch, int n_p, int n_o, Tensor? grad_scale=None, "
+        "Tensor? found_inf=None) -> ()"
+    ),
+    "pdca_step_": (
+        "(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] iterates, Tensor(d!)[] steps, "
+        "Tensor betas, float lr, float l1, float theta, float weight_decay, "
+        "Tensor? grad_scale=None, Tensor? found_inf=None) -> ()"
+    ),
 }
 
 REFERENCES: dict[str, Callable[..., Any]] = {
     "prox_sgd_step_": _reference.prox_sgd_step_,
     "sqrt_t_prox_sgd_step_": _reference.sqrt_t_prox_sgd_step_,
     "rda_step_": _reference.rda_step_,
+    "obproxsg_step_": _reference.obproxsg_step_,
+    "pdca_step_": _reference.pdca_step_,
 }
 
 _load_error: str | None = None
@@ -141,6 +153,8 @@ def resolve(name: str, device: torch.device, backend: str) -> Callable[..., Any]
 prox_sgd_step_ = torch.ops.sparseopt.prox_sgd_step_
 sqrt_t_prox_sgd_step_ = torch.ops.sparseopt.sqrt_t_prox_sgd_step_
 rda_step_ = torch.ops.sparseopt.rda_step_
+obproxsg_step_ = torch.ops.sparseopt.obproxsg_step_
+pdca_step_ = torch.ops.sparseopt.pdca_step_
 
 __all__ = [
     "SCHEMAS",
@@ -152,4 +166,6 @@ __all__ = [
     "prox_sgd_step_",
     "sqrt_t_prox_sgd_step_",
     "rda_step_",
+    "obproxsg_step_",
+    "pdca_step_",
 ]

@@ -7,5 +7,9 @@ one).
 """
 
 from .l1 import prox_sgd_step_, rda_step_, sqrt_t_prox_sgd_step_
+from .obprox_pdca import obproxsg_step_, pdca_step_
 
-__all__ = ["prox_sgd_step_", "sqrt_t_prox_sgd_step_", "rda_step_"]
+__all__ = [
+    "prox_sgd_step_", "sqrt_t_prox_sgd_step_", "rda_step_",
+    "obproxsg_step_", "pdca_step_",
+]  # fmt: skip

@@ -1,0 +1,186 @@
+"""OBProx-SG and OBProx-SG+ (Chen et al. 2020, "Orthant Based Proximal Stochastic Gradient
+Method for l1-Regularized Optimization"; reference code tianyic/obproxsg)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor
+
+from ._base import SparseOptimizer, check_real, new_step
+from .prox_sgd import Params, _required
+
+
+def _check_count(owner: str, name: str, value: Any, accepted: str, allow_inf: bool = False) -> None:
+    """Raise ValueError unless ``value`` is an int >= 1 (or ``math.inf`` when allowed)."""
+    if allow_inf and isinstance(value, float) and value == math.inf:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{owner}: invalid {name} = {value!r}; accepted: {accepted}")
+
+
+class OBProxSG(SparseOptimizer):
+    r"""OBProx-SG: alternating Prox-SG and orthant phases, counted in epochs.
+
+    **Schedule.** Each parameter's step count ``t`` (state ``step``, from 1) gives
+    ``epoch = (t - 1) // steps_per_epoch``. The step is a *Prox-SG step* when
+    ``epoch % (n_p + n_o) < n_p`` and an *orthant step* otherwise; with ``n_o = inf``
+    (OBProx-SG+, :class:`OBProxSGPlus`) the first ``n_p`` epochs are Prox-SG and every later step
+    is an orthant step. ``steps_per_epoch`` is required (``len(train_loader)`` in a usual loop):
+    the phase is then a pure function of the step counter, so it needs no call from the user,
+    survives ``state_dict()``/``load_state_dict()``, is decided on the device without a host
+    sync, and a step that GradScaler skips does not count.
+
+    **Prox-SG step** (per element): ``w <- soft(w - lr*g, lr*l1)``.
+
+    **Orthant step** (per element), ``z = sign(w)``:
+
+    .. math::
+        \hat w = w - \mathrm{lr}\,(g + \lambda z)\ \text{where } z \ne 0,\qquad
+        w \leftarrow \hat w \text{ if } \hat w z > \epsilon \text{ else } 0
+
+    A zero stays exactly zero and no weight changes sign; the orthant phase only prunes.
+
+    Args:
+        params: parameters or parameter groups.
+        lr: learning rate (required, >= 0).
+        l1: the l1 weight ``lambda`` (required, >= 0).
+        n_p: epochs of each Prox-SG phase (int >= 1, default 5).
+        n_o: epochs of each orthant phase (int >= 1 or ``math.inf``, default 5).
+        steps_per_epoch: optimizer steps per epoch (required, int >= 1).
+        eps: projection margin ``epsilon`` of the orthant step (>= 0, default 0).
+        l1_on: ``"weights"`` (default: parameters with ``dim > 1``) or ``"all"`` (what the
+            reference code does). Parameters the l1 term does not cover take plain SGD steps in
+            both phases (the orthant projection would freeze their zeros and signs).
+        backend: ``"auto"``, ``"native"`` or ``"reference"``.
+
+    Example:
+        >>> opt = sparseopt.OBProxSG(model.parameters(), lr=0.1, l1=1e-4,
+        ...                          steps_per_epoch=len(train_loader))
+    """
+
+    op_name = "obproxsg_step_"
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float | None = None,
+        l1: float | None = None,
+        n_p: int = 5,
+        n_o: int | float = 5,
+        steps_per_epoch: int | None = None,
+        eps: float = 0.0,
+        *,
+        l1_on: str = "weights",
+        backend: str = "auto",
+    ) -> None:
+        defaults = dict(
+            lr=lr, l1=l1, n_p=n_p, n_o=n_o, steps_per_epoch=steps_per_epoch, eps=eps,
+            l1_on=l1_on, backend=backend,
+        )  # fmt: skip
+        super().__init__(params, defaults)
+
+    def _check_hyperparameters(self, group: dict[str, Any]) -> None:
+        owner = self._owner
+        example = f"{owner}(model.parameters(), lr=0.1, l1=1e-4, steps_per_epoch=len(loader))"
+        _required(owner, "lr", group["lr"], example)
+        _required(owner, "l1", group["l1"], example)
+        _required(owner, "steps_per_epoch", group["steps_per_epoch"], example)
+        check_real(owner, "lr", group["lr"], low=0)
+        check_real(owner, "l1", group["l1"], low=0)
+        check_real(owner, "eps", group["eps"], low=0)
+        _check_count(owner, "n_p", group["n_p"], "an int >= 1 (epochs of each Prox-SG phase)")
+        _check_count(
+            owner, "n_o", group["n_o"],
+            "an int >= 1 or math.inf (epochs of each orthant phase; inf: OBProx-SG+)",
+            allow_inf=True,
+        )  # fmt: skip
+        _check_count(
+            owner, "steps_per_epoch", group["steps_per_epoch"],
+            "an int >= 1 (optimizer steps per epoch, e.g. len(train_loader))",
+        )  # fmt: skip
+
+    def _init_state(self, param: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        state["step"] = new_step(param)
+
+    def _run(
+        self,
+        fn: Callable[..., Any],
+        group: dict[str, Any],
+        params: list[Tensor],
+        states: list[dict[str, Any]],
+        covered: bool,
+        grad_scale: Tensor | None,
+        found_inf: Tensor | None,
+    ) -> None:
+        n_o = group["n_o"]
+        if not covered:
+            n_o = 0  # no l1 term: Prox-SG with l1 = 0, i.e. SGD, in every phase
+        elif n_o == math.inf:
+            n_o = -1
+        fn(
+            params,
+            [p.grad for p in params],
+            [s["step"] for s in states],
+            float(group["lr"]),
+            float(group["l1"]) if covered else 0.0,
+            float(group["eps"]),
+            int(group["steps_per_epoch"]),
+            int(group["n_p"]),
+            int(n_o),
+            grad_scale,
+            found_inf,
+        )
+
+    def phase(self, step: int | None = None) -> str:
+        """``"prox"`` or ``"orthant"``: the phase of step ``step`` (counted from 1) of the first
+        parameter group, or by default of the *next* step (reads a step counter: a host sync
+        on CUDA, so do not call it inside a captured region)."""
+        group = self.param_groups[0]
+        if step is None:
+            done = 0
+            for p in group["params"]:
+                s = self.state.get(p, {}).get("step")
+                if s is not None:
+                    done = int(s.item())
+                    break
+            step = done + 1
+        n_o = group["n_o"]
+        n_o = -1 if n_o == math.inf else int(n_o)
+        epoch = (step - 1) // int(group["steps_per_epoch"])
+        if n_o < 0:
+            orthant = epoch >= group["n_p"]
+        else:
+            orthant = epoch % (group["n_p"] + n_o) >= group["n_p"]
+        return "orthant" if orthant else "prox"
+
+
+class OBProxSGPlus(OBProxSG):
+    r"""OBProx-SG+: ``n_p`` epochs of Prox-SG, then orthant steps for ever.
+
+    The same as :class:`OBProxSG` with ``n_o = math.inf`` (see it for the schedule, the two
+    steps and the arguments).
+
+    Example:
+        >>> opt = sparseopt.OBProxSGPlus(model.parameters(), lr=0.1, l1=1e-4, n_p=10,
+        ...                              steps_per_epoch=len(train_loader))
+    """
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float | None = None,
+        l1: float | None = None,
+        n_p: int = 5,
+        steps_per_epoch: int | None = None,
+        eps: float = 0.0,
+        *,
+        l1_on: str = "weights",
+        backend: str = "auto",
+    ) -> None:
+        super().__init__(
+            params, lr=lr, l1=l1, n_p=n_p, n_o=math.inf, steps_per_epoch=steps_per_epoch,
+            eps=eps, l1_on=l1_on, backend=backend,
+        )  # fmt: skip

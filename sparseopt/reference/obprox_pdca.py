@@ -1,0 +1,209 @@
+"""Pure-PyTorch reference of OBProx-SG / OBProx-SG+ and pDCA_e (exponential l0 surrogate).
+
+Same signatures and semantics as the native ops ``torch.ops.sparseopt.obproxsg_step_`` and
+``torch.ops.sparseopt.pdca_step_`` (csrc/ops/obprox_pdca.cpp); formulas in docs/algorithms.md
+sections 6 and 7 and csrc/rules/obproxsg.h, csrc/rules/pdca.h, replayed operation by operation
+so that the native CPU kernels equal these functions bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ._common import (
+    bump_steps,
+    check_hyper,
+    check_lists,
+    inv_scale,
+    load_grad,
+    opmath_dtype,
+    skip_step,
+    soft_threshold,
+)
+
+# -- OBProx-SG ---------------------------------------------------------------------------------
+
+
+def obproxsg_is_orthant(t: int, steps_per_epoch: int, n_p: int, n_o: int) -> bool:
+    """Whether step ``t`` (counted from 1) is an orthant step: ``epoch = (t-1) // steps_per_epoch``;
+    ``n_o < 0`` is infinity (OBProx-SG+), ``n_o == 0`` Prox-SG only."""
+    epoch = (t - 1) // steps_per_epoch
+    if n_o < 0:
+        return epoch >= n_p
+    if n_o == 0:
+        return False
+    return epoch % (n_p + n_o) >= n_p
+
+
+def _check_int(op: str, name: str, value: int, ok: bool, accepted: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not ok:
+        raise RuntimeError(f"{op}: {name} = {value} is invalid; accepted: {accepted}")
+
+
+def orthant_step(w: Tensor, g: Tensor, lr: float, l1: float, eps: float) -> Tensor:
+    """One orthant step in math type: zeros stay zero, no sign flips (NaN stays NaN)."""
+    z = torch.where(w > 0, 1.0, torch.where(w < 0, -1.0, 0.0)).to(w.dtype)
+    gz = torch.where(z != 0, g + l1 * z, 0.0)
+    wh = w - lr * gz
+    return torch.where(wh * z <= eps, 0.0, wh)
+
+
+def obproxsg_step_(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    steps: Sequence[Tensor],
+    lr: float,
+    l1: float,
+    eps: float,
+    steps_per_epoch: int,
+    n_p: int,
+    n_o: int,
+    grad_scale: Tensor | None = None,
+    found_inf: Tensor | None = None,
+) -> None:
+    """OBProx-SG: a Prox-SG step ``w <- soft(w - lr*g, lr*l1)`` or an orthant step, chosen per
+    tensor from its step count (see :func:`obproxsg_is_orthant`); bumps ``steps``."""
+    op = "sparseopt::obproxsg_step_"
+    check_hyper(op, "lr", lr, lr >= 0, "a finite float >= 0")
+    check_hyper(op, "l1", l1, l1 >= 0, "a finite float >= 0")
+    check_hyper(op, "eps", eps, eps >= 0, "a finite float >= 0")
+    _check_int(op, "steps_per_epoch", steps_per_epoch, steps_per_epoch >= 1, "an int >= 1")
+    _check_int(op, "n_p", n_p, n_p >= 1, "an int >= 1")
+    _check_int(
+        op, "n_o", n_o, n_o >= -1,
+        "an int >= 1, 0 (Prox-SG phase only) or -1 (infinity: OBProx-SG+)",
+    )  # fmt: skip
+    check_lists(op, [("params", params), ("grads", grads)], steps, grad_scale, found_inf)
+    if skip_step(found_inf):
+        return
+    ts = bump_steps(steps)
+    for i, (p, grad) in enumerate(zip(params, grads)):
+        T = opmath_dtype(p.dtype)
+        w = p.to(T)
+        g = load_grad(grad, T, inv_scale(grad_scale, T))
+        if obproxsg_is_orthant(int(ts[i]), steps_per_epoch, n_p, n_o):
+            p.copy_(orthant_step(w, g, lr, l1, eps))
+        else:
+            p.copy_(soft_threshold(w - lr * g, lr * l1))
+
+
+# -- pDCA_e ------------------------------------------------------------------------------------
+
+
+def pdca_betas(restart: int) -> list[float]:
+    """The extrapolation weights of one restart period: ``betas[m]`` is the beta of the step
+    with ``(t - 1) % restart == m`` (t counted from 1).
+
+    The FISTA recurrence of Algorithm 2 from ``k_{-1} = k_0 = 1``: step m uses
+    ``beta = (k_{m-1} - 1) / k_m`` and then advances ``k_{m+1} = (1 + sqrt(1 + 4 k_m^2)) / 2``;
+    after every ``restart`` steps the pair is back to ``(1, 1)``. So betas = 0, 0, 0.2818, ...
+    """
+    if isinstance(restart, bool) or not isinstance(restart, int) or restart < 1:
+        raise ValueError(f"pdca_betas: invalid restart = {restart!r}; accepted: an int >= 1")
+    out = []
+    k_prev, k = 1.0, 1.0
+    for _ in range(restart):
+        out.append((k_prev - 1.0) / k)
+        k_prev, k = k, (1.0 + math.sqrt(1.0 + 4.0 * k * k)) / 2.0
+    return out
+
+
+# Constants of csrc/rules/pdca.h (ExpConstants, exp_horner_).
+_LOG2E = 1.4426950408889634
+_LN2 = {
+    torch.float32: (0.693359375, -2.12194440e-4),
+    torch.float64: (6.93147180369123816490e-01, 1.90821492927058770002e-10),
+}
+_DEGREE = {torch.float32: 7, torch.float64: 13}
+_MIN_ARG = -40.0
+
+
+def exp_neg_clamped(a: Tensor) -> Tensor:
+    """exp(a) for a <= 0 (clamped to a >= -40), in a's dtype (float32 or float64), by exactly the
+    operations of csrc/rules/pdca.h: Cody-Waite reduction, Taylor/Horner, exact 2^k scaling."""
+    dtype = a.dtype
+    ln2_hi, ln2_lo = _LN2[dtype]
+    a = torch.where(a >= _MIN_ARG, a, _MIN_ARG).to(dtype)
+    k = torch.floor(a * _LOG2E + 0.5)
+    r = a - k * ln2_hi
+    r = r - k * ln2_lo
+    degree = _DEGREE[dtype]
+    p = torch.full_like(r, 1.0 / math.factorial(degree))
+    for j in range(degree - 1, -1, -1):
+        p = p * r + 1.0 / math.factorial(j)
+    if dtype == torch.float64:
+        two = ((k.to(torch.int64) + 1023) << 52).view(torch.float64)
+    else:
+        two = ((k.to(torch.int32) + 127) << 23).view(torch.float32)
+    return p * two
+
+
+def pdca_xi(x: Tensor, theta: float) -> Tensor:
+    """xi(x) = theta * sign(x) * (1 - exp(-theta |x|)), the gradient of P2 (NaN stays NaN)."""
+    e = exp_neg_clamped(-(theta * x.abs()))
+    xi = torch.copysign(theta * (1.0 - e), x)
+    return torch.where(torch.isnan(x), x, xi)
+
+
+def pdca_step_(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    iterates: Sequence[Tensor],
+    steps: Sequence[Tensor],
+    betas: Tensor,
+    lr: float,
+    l1: float,
+    theta: float,
+    weight_decay: float,
+    grad_scale: Tensor | None = None,
+    found_inf: Tensor | None = None,
+) -> None:
+    """pDCA_e: with ``y`` = params, ``x`` = iterates, ``beta = betas[(t-1) % len(betas)]``::
+
+        x_new = soft(y - lr*(g + wd*y - l1*xi(x)), lr*l1*theta);  y_new = x_new + beta*(x_new - x)
+
+    writes ``iterates <- x_new`` and ``params <- y_new``; bumps ``steps``."""
+    op = "sparseopt::pdca_step_"
+    check_hyper(op, "lr", lr, lr >= 0, "a finite float >= 0")
+    check_hyper(op, "l1", l1, l1 >= 0, "a finite float >= 0")
+    check_hyper(op, "theta", theta, theta > 0, "a finite float > 0")
+    check_hyper(op, "weight_decay", weight_decay, weight_decay >= 0, "a finite float >= 0")
+    if (
+        betas.layout != torch.strided
+        or betas.dim() != 1
+        or betas.numel() < 1
+        or betas.dtype != torch.float64
+        or not betas.is_contiguous()
+    ):
+        raise RuntimeError(
+            f"{op}: betas must be a contiguous 1-D float64 tensor with one entry per step of the "
+            f"restart period (restart >= 1 entries), got {betas.dtype} of shape "
+            f"{list(betas.shape)}"
+        )
+    if len(params) > 0 and betas.device != params[0].device:
+        raise RuntimeError(
+            f"{op}: betas is on {betas.device} but the parameters are on {params[0].device}; "
+            "it must be on the parameters' device"
+        )
+    lists = [("params", params), ("grads", grads), ("iterates", iterates)]
+    check_lists(op, lists, steps, grad_scale, found_inf)
+    if skip_step(found_inf):
+        return
+    ts = bump_steps(steps)
+    period = betas.numel()
+    for i, (p, grad) in enumerate(zip(params, grads)):
+        T = opmath_dtype(p.dtype)
+        beta = float(betas[(int(ts[i]) - 1) % period])
+        y = p.to(T)
+        x = iterates[i].to(T)
+        g = load_grad(grad, T, inv_scale(grad_scale, T))
+        if weight_decay != 0:
+            g = g + weight_decay * y
+        xi = pdca_xi(x, theta)
+        x_new = soft_threshold(y - lr * (g - l1 * xi), lr * l1 * theta)
+        p.copy_(x_new + beta * (x_new - x))
+        iterates[i].copy_(x_new)
