@@ -1,0 +1,770 @@
+"""OBProx-SG / OBProx-SG+ and pDCA_e: kernels against references, formulas, invariants, the
+optimizer classes (eval_params, state_dict, GradScaler) and bad input.
+
+The kernel cases run all SHAPES (empty, one element, 278011 elements, conv weights,
+channels_last, transposed and strided views) in ONE op call for 100 steps and require the native
+result to equal the reference bit for bit after every step (params, gradients -- unscaled in
+place under GradScaler --, state and step counters).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from conftest import DEVICES, DTYPES, SHAPES, assert_lists_equal, deep_clone, make_tensor
+from torch import nn
+
+import sparseopt
+from sparseopt import reference
+from sparseopt.reference.obprox_pdca import obproxsg_is_orthant, pdca_betas
+
+NATIVE = sparseopt.ops.native_available()
+needs_native = pytest.mark.skipif(not NATIVE, reason="the native extension is not built")
+OP_BACKENDS = ["reference"] + (["native"] if NATIVE else [])
+STEPS = 100
+
+
+def _op(backend: str, name: str) -> Callable[..., Any]:
+    return getattr(reference if backend == "reference" else torch.ops.sparseopt, name)
+
+
+# -- kernel cases -------------------------------------------------------------------------------
+
+
+class Case:
+    """One op configuration. ``call(fn, params, grads, iterates, steps, betas, gs, fi)``."""
+
+    def __init__(self, op: str, hyper: dict[str, Any], restart: int | None = None) -> None:
+        self.op = op
+        self.hyper = hyper
+        self.restart = restart
+
+    def call(self, fn, params, grads, iterates, steps, betas, gs=None, fi=None) -> None:
+        if self.op == "obproxsg_step_":
+            fn(params, grads, steps, *self.hyper.values(), gs, fi)
+        else:
+            fn(params, grads, iterates, steps, betas, *self.hyper.values(), gs, fi)
+
+    def __repr__(self) -> str:
+        return f"{self.op}({', '.join(f'{k}={v}' for k, v in self.hyper.items())})"
+
+
+CASES = {
+    # phases switch at steps 15 (orthant), 36 (prox), 50 (orthant), 71 (prox), 85 (orthant)
+    "obproxsg": Case(
+        "obproxsg_step_", dict(lr=0.1, l1=0.5, eps=0.0, steps_per_epoch=7, n_p=2, n_o=3)
+    ),
+    "obproxsg_plus_eps": Case(
+        "obproxsg_step_", dict(lr=0.05, l1=0.8, eps=0.02, steps_per_epoch=10, n_p=3, n_o=-1)
+    ),
+    "obproxsg_prox_only": Case(
+        "obproxsg_step_", dict(lr=0.1, l1=0.5, eps=0.0, steps_per_epoch=1, n_p=1, n_o=0)
+    ),
+    "pdca": Case("pdca_step_", dict(lr=0.05, l1=2.0, theta=3.0, weight_decay=0.0), restart=30),
+    "pdca_wd": Case("pdca_step_", dict(lr=0.1, l1=0.5, theta=10.0, weight_decay=1e-2), restart=200),
+}
+
+
+def _zero_every_7th(t: torch.Tensor) -> None:
+    t.masked_fill_(torch.arange(t.numel(), device=t.device).reshape(t.shape) % 7 == 0, 0)
+
+
+def make_problem(shapes, device, dtypes, gen, restart: int | None):
+    params = [make_tensor(s, device, dt, gen) for s, dt in zip(shapes, dtypes)]
+    for p in params:  # exact zeros in the starting point
+        _zero_every_7th(p)
+    iterates = [deep_clone(p) for p in params]  # x_0 = y_0
+    steps = [torch.zeros((), dtype=torch.float32, device=device) for _ in params]
+    betas = torch.tensor(pdca_betas(restart or 1), dtype=torch.float64, device=device)
+    return params, iterates, steps, betas
+
+
+def make_grads(params, drift, step, gen):
+    """A fixed per-element drift + noise, some exact zeros; every other step in the parameter's
+    own layout, otherwise contiguous (both paths of the kernels' memory views)."""
+    grads = []
+    for p, d in zip(params, drift):
+        noise = torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.device)
+        g = (d + 0.5 * noise).to(p.dtype)
+        g.masked_fill_(noise.abs() < 0.05, 0)
+        if step % 2 == 0 and not p.is_contiguous():
+            g = deep_clone(p).copy_(g)
+        grads.append(g)
+    return grads
+
+
+def run_side_by_side(
+    case: Case,
+    device: str,
+    dtypes: list[torch.dtype],
+    shapes: list[str],
+    gen: torch.Generator,
+    steps: int = STEPS,
+    grad_scale: Callable[[int], float | None] = lambda t: None,
+    found_inf: Callable[[int], float | None] = lambda t: None,
+    check: Callable[[list[torch.Tensor], list[torch.Tensor]], None] | None = None,
+):
+    params, iterates, step_t, betas = make_problem(shapes, device, dtypes, gen, case.restart)
+    ref = deep_clone((params, iterates, step_t))
+    drift = [torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.device) for p in params]
+    native_fn = getattr(torch.ops.sparseopt, case.op)
+    ref_fn = getattr(reference, case.op)
+    for t in range(steps):
+        grads = make_grads(params, drift, t, gen)
+        scale, inf = grad_scale(t), found_inf(t)
+        gs = None if scale is None else torch.tensor(scale, device=device)
+        fi = None if inf is None else torch.tensor(inf, device=device)
+        if gs is not None:
+            grads = [(g.double() * scale).to(g.dtype) for g in grads]
+        ref_grads = deep_clone(grads)
+        before = [p.clone() for p in params]
+        case.call(native_fn, params, grads, iterates, step_t, betas, gs, fi)
+        case.call(ref_fn, ref[0], ref_grads, ref[1], ref[2], betas, gs, fi)
+        assert_lists_equal(params, ref[0], f"step {t}: params")
+        assert_lists_equal(grads, ref_grads, f"step {t}: grads")
+        if case.op == "pdca_step_":
+            assert_lists_equal(iterates, ref[1], f"step {t}: iterates")
+        assert_lists_equal(step_t, ref[2], f"step {t}: steps")
+        if check is not None:
+            check(before, params)
+    return params, iterates, step_t
+
+
+@needs_native
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_native_equals_reference(case: str, dtype: torch.dtype, device: str, gen) -> None:
+    shapes = list(SHAPES)
+    params, iterates, _ = run_side_by_side(CASES[case], device, [dtype] * len(shapes), shapes, gen)
+    sparse = iterates if CASES[case].op == "pdca_step_" else params
+    big = sparse[shapes.index("odd_278011")]
+    zeros = (big == 0).float().mean().item()
+    # The prox/projection is active in every case: some but not all entries are exact zeros.
+    assert 0.0 < zeros < 1.0, f"{case}: {zeros:.3f} of the weights are zero"
+
+
+@needs_native
+@pytest.mark.parametrize("case", ["obproxsg", "pdca_wd"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_mixed_dtypes_in_one_call(case: str, device: str, gen) -> None:
+    shapes = ["odd_278011", "conv_64x3x3x3", "transposed", "one"]
+    dtypes = [torch.float32, torch.bfloat16, torch.float64, torch.float16]
+    run_side_by_side(CASES[case], device, dtypes, shapes, gen, steps=40)
+
+
+@needs_native
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_grad_scaler_unscale_and_skip(case: str, dtype: torch.dtype, device: str, gen) -> None:
+    """GradScaler's contract: grads unscaled by 1/scale in place; on found_inf the whole step
+    (params, iterates, step counters, hence the phase and the extrapolation) is skipped."""
+    shapes = ["odd_278011", "strided_view", "empty"]
+    _, _, steps = run_side_by_side(
+        CASES[case], device, [dtype] * 3, shapes, gen, steps=40,
+        grad_scale=lambda t: 2.0 ** (t % 5 + 4),
+        found_inf=lambda t: 1.0 if t % 4 == 3 else 0.0,
+    )  # fmt: skip
+    assert [s.item() for s in steps] == [30.0] * 3  # 40 steps, 10 skipped
+
+
+@pytest.mark.parametrize("backend", OP_BACKENDS)
+@pytest.mark.parametrize("name", ["obproxsg_step_", "pdca_step_"])
+def test_found_inf_leaves_everything_untouched(backend: str, name: str, gen) -> None:
+    case = CASES["obproxsg" if name == "obproxsg_step_" else "pdca"]
+    params, iterates, steps, betas = make_problem(
+        ["odd_278011", "conv_64x3x3x3"], "cpu", [torch.float32] * 2, gen, case.restart
+    )
+    grads = [torch.randn(p.shape, generator=gen) for p in params]
+    before = deep_clone((params, grads, iterates))
+    inf = torch.ones(())
+    case.call(_op(backend, name), params, grads, iterates, steps, betas, None, inf)
+    case.call(_op(backend, name), params, grads, iterates, steps, betas, torch.full((), 8.0), inf)
+    assert_lists_equal(params, before[0], "params")
+    assert_lists_equal(grads, before[1], "grads")
+    assert_lists_equal(iterates, before[2], "iterates")
+    assert [s.item() for s in steps] == [0.0, 0.0]
+
+
+# -- OBProx-SG: schedule, formulas, orthant invariants -------------------------------------------
+
+
+def test_schedule_counts_epochs() -> None:
+    # n_p = 2, n_o = 3, 4 steps per epoch: epochs 0-1 prox, 2-4 orthant, 5-6 prox, ...
+    phases = [obproxsg_is_orthant(t, 4, 2, 3) for t in range(1, 4 * 12 + 1)]
+    epochs = [phases[4 * e : 4 * e + 4] for e in range(12)]
+    assert all(len(set(e)) == 1 for e in epochs)  # the phase only changes at epoch boundaries
+    assert [e[0] for e in epochs] == [False, False, True, True, True] * 2 + [False, False]
+    # OBProx-SG+: n_p epochs of Prox-SG, then orthant for ever
+    plus = [obproxsg_is_orthant(t, 3, 2, -1) for t in range(1, 100)]
+    assert plus == [False] * 6 + [True] * 93
+    assert not any(obproxsg_is_orthant(t, 1, 1, 0) for t in range(1, 50))
+
+
+def _np_soft(u: np.ndarray, a: float) -> np.ndarray:
+    return np.sign(u) * np.maximum(np.abs(u) - a, 0.0)
+
+
+@pytest.mark.parametrize("backend", OP_BACKENDS)
+@pytest.mark.parametrize("n_o", [3, -1])
+def test_obproxsg_formula(backend: str, n_o: int) -> None:
+    """Both phases and the epoch schedule, against numpy float64 written from algorithms.md s.6."""
+    rng = np.random.default_rng(0)
+    n, spe, n_p, lr, lam, eps = 3001, 5, 2, 0.1, 0.3, 0.01
+    w = rng.standard_normal(n)
+    w[::5] = 0.0
+    p, step = torch.tensor(w), torch.zeros((), dtype=torch.float32)
+    saw = set()
+    for t in range(1, 61):
+        g = rng.standard_normal(n) * 0.3 + 0.2 * np.sign(w)
+        epoch = (t - 1) // spe
+        orthant = epoch >= n_p if n_o < 0 else epoch % (n_p + n_o) >= n_p
+        saw.add(orthant)
+        if orthant:
+            z = np.sign(w)
+            gz = np.where(z != 0, g + lam * z, 0.0)
+            wh = w - lr * gz
+            w = np.where(wh * z > eps, wh, 0.0)
+        else:
+            w = _np_soft(w - lr * g, lr * lam)
+        _op(backend, "obproxsg_step_")([p], [torch.tensor(g)], [step], lr, lam, eps, spe, n_p, n_o)
+        np.testing.assert_allclose(p.numpy(), w, rtol=1e-12, atol=1e-14)
+        assert np.array_equal(p.numpy() == 0, w == 0), f"step {t}: zeros differ"
+    assert saw == {False, True}
+    assert step.item() == 60
+    assert 0 < (w == 0).mean() < 1
+
+
+@pytest.mark.parametrize("backend", OP_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("eps", [0.0, 0.05])
+def test_orthant_step_never_revives_a_zero_nor_flips_a_sign(backend, dtype, eps, gen) -> None:
+    """Every element of every shape, over 11 orthant steps with large, sign-hostile gradients."""
+    shapes = list(SHAPES)
+    params = [make_tensor(s, "cpu", dtype, gen) for s in shapes]
+    for p in params:
+        _zero_every_7th(p)
+    steps = [torch.zeros(()) for _ in params]
+    fn = _op(backend, "obproxsg_step_")
+    for t in range(12):
+        # Gradients pushing towards and across zero (3x the weight), noise, some huge values.
+        grads = [(3 * p.double() + torch.randn(p.shape, generator=gen, dtype=torch.float64))
+                 .to(dtype) for p in params]
+        before = [p.clone() for p in params]
+        # steps_per_epoch=1, n_p=1, n_o=inf: every step after the first is an orthant step
+        if t == 0:
+            for s in steps:
+                s.fill_(1.0)
+        fn(params, grads, steps, 0.2, 0.1, eps, 1, 1, -1)
+        for s, b, a in zip(shapes, before, params):
+            bd, ad = b.double(), a.double()
+            assert torch.all(ad[bd == 0] == 0), f"{s}: a zero became nonzero"
+            assert torch.all(ad * bd >= 0), f"{s}: a sign flipped"
+            # a kept weight is outside the margin, up to the rounding of fp16/bf16 storage
+            margin = eps * (1 - 2**-7) if dtype in (torch.float16, torch.bfloat16) else eps
+            assert torch.all((ad == 0) | (ad.abs() > margin)), f"{s}: inside the eps margin"
+    big = params[shapes.index("odd_278011")]
+    assert (big == 0).float().mean() > 0.5  # the projections did prune
+
+
+# -- pDCA_e: formula, extrapolation sequence, restart, theta -> 0 -------------------------------
+
+
+def test_pdca_betas_sequence() -> None:
+    b = pdca_betas(6)
+    assert b[:2] == [0.0, 0.0]
+    assert b[2] == pytest.approx(0.2817535251)
+    # from the recurrence k_{t+1} = (1 + sqrt(1 + 4 k_t^2)) / 2, beta_t = (k_{t-1} - 1) / k_t
+    k = [1.0, 1.0]
+    for _ in range(6):
+        k.append((1 + math.sqrt(1 + 4 * k[-1] ** 2)) / 2)
+    assert b == [(k[i] - 1) / k[i + 1] for i in range(6)]
+    assert pdca_betas(1) == [0.0]
+    assert all(0 <= x < 1 for x in pdca_betas(500))
+
+
+def _np_pdca(y, x, grads, lr, lam, theta, restart, wd=0.0):
+    """Algorithm 2 in numpy float64, straight from algorithms.md s.7 (the parameter holds y)."""
+    k_prev, k = 1.0, 1.0
+    ys, xs = [], []
+    for n, g in enumerate(grads, start=1):
+        g = g + wd * y
+        xi = theta * np.sign(x) * (1 - np.exp(-theta * np.abs(x)))
+        x_new = _np_soft(y - lr * (g - lam * xi), lr * lam * theta)
+        beta = (k_prev - 1) / k
+        k_prev, k = k, (1 + math.sqrt(1 + 4 * k * k)) / 2
+        if n % restart == 0:
+            k_prev, k = 1.0, 1.0
+        y = x_new + beta * (x_new - x)
+        x = x_new
+        ys.append(y)
+        xs.append(x)
+    return ys, xs
+
+
+@pytest.mark.parametrize("backend", OP_BACKENDS)
+@pytest.mark.parametrize("restart,wd", [(7, 0.0), (200, 0.01), (1, 0.0)])
+def test_pdca_formula(backend: str, restart: int, wd: float) -> None:
+    rng = np.random.default_rng(1)
+    n, lr, lam, theta = 2001, 0.1, 0.4, 2.5
+    w = rng.standard_normal(n)
+    w[::5] = 0.0
+    grads = [rng.standard_normal(n) * 0.3 + 0.2 for _ in range(30)]
+    ys, xs = _np_pdca(w.copy(), w.copy(), grads, lr, lam, theta, restart, wd)
+    p, x, step = torch.tensor(w), torch.tensor(w), torch.zeros((), dtype=torch.float32)
+    betas = torch.tensor(pdca_betas(restart), dtype=torch.float64)
+    for t, g in enumerate(grads):
+        _op(backend, "pdca_step_")([p], [torch.tensor(g)], [x], [step], betas, lr, lam, theta, wd)
+        np.testing.assert_allclose(x.numpy(), xs[t], rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(p.numpy(), ys[t], rtol=1e-12, atol=1e-13)
+        assert np.array_equal(x.numpy() == 0, xs[t] == 0)
+    assert 0 < (xs[-1] == 0).mean() < 1
+
+
+@pytest.mark.parametrize("backend", OP_BACKENDS)
+def test_pdca_extrapolation_after_steps_and_restart(backend: str) -> None:
+    """The point written by steps 1, 2, 3 of each restart period is x + beta (x - x_prev) with
+    beta = 0, 0, 0.2818: after a restart exactly as at the start."""
+    restart = 4
+    p = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    x, step = p.clone(), torch.zeros((), dtype=torch.float32)
+    betas = torch.tensor(pdca_betas(restart), dtype=torch.float64)
+    expected = [0.0, 0.0, pdca_betas(3)[2], pdca_betas(4)[3]] * 3
+    for n in range(12):
+        x_prev = x.clone()
+        g = torch.tensor([0.3, -0.1, 0.2], dtype=torch.float64)
+        _op(backend, "pdca_step_")([p], [g], [x], [step], betas, 0.1, 0.0, 1.0, 0.0)
+        torch.testing.assert_close(p, x + expected[n] * (x - x_prev), rtol=0, atol=1e-15)
+
+
+def _lsq(n: int = 60, d: int = 40, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    A = torch.tensor(rng.standard_normal((n, d)) / math.sqrt(n))
+    b = torch.tensor(rng.standard_normal(n))
+    return A, b
+
+
+def _grad(A, b, w):
+    return A.T @ (A @ w - b)
+
+
+@pytest.mark.parametrize("backend", ["auto", "reference"])
+def test_pdca_theta_to_zero_is_proximal_gradient(backend: str) -> None:
+    """theta -> 0 with l1 * theta = c fixed: pDCA_e is the proximal gradient method with l1
+    weight c. Without extrapolation (restart=1) that is Prox-SGD; with it, FISTA-style
+    extrapolated proximal gradient. The gap shrinks like theta."""
+    A, b = _lsq()
+    c, lr = 0.05, 0.25  # lr < 1/L (||A||^2 is about 3.3)
+    w0 = torch.tensor(np.random.default_rng(3).standard_normal(A.shape[1]))
+
+    def run_pdca(theta: float, restart: int) -> torch.Tensor:
+        p = nn.Parameter(w0.clone().unsqueeze(0))  # dim 2: covered by the l1 term
+        opt = sparseopt.PDCA([p], lr=lr, l1=c / theta, theta=theta, restart=restart,
+                             backend=backend)
+        for _ in range(50):
+            p.grad = _grad(A, b, p.detach()[0]).unsqueeze(0)
+            opt.step()
+        return opt.sparse_params()[0][0].clone()
+
+    # plain proximal gradient: Prox-SGD with l1 = c
+    q = nn.Parameter(w0.clone().unsqueeze(0))
+    prox = sparseopt.ProxSGD([q], lr=lr, l1=c, backend=backend)
+    for _ in range(50):
+        q.grad = _grad(A, b, q.detach()[0]).unsqueeze(0)
+        prox.step()
+    # extrapolated proximal gradient with the same beta sequence, written out
+    y, x = w0.clone(), w0.clone()
+    betas = pdca_betas(200)
+    for n in range(50):
+        x_new = torch.sign(y - lr * _grad(A, b, y)) * torch.clamp(
+            (y - lr * _grad(A, b, y)).abs() - lr * c, min=0)
+        y, x = x_new + betas[n] * (x_new - x), x_new
+    gaps = []
+    for theta in (1e-2, 1e-4, 1e-6):
+        gap1 = (run_pdca(theta, 1) - q.detach()[0]).abs().max().item()
+        gap2 = (run_pdca(theta, 200) - x).abs().max().item()
+        gaps.append((gap1, gap2))
+    assert gaps[-1][0] < 1e-5 and gaps[-1][1] < 1e-5, gaps
+    for k in (0, 1):  # converges like theta
+        assert gaps[0][k] > 30 * gaps[1][k] > 900 * gaps[2][k], gaps
+    assert (x == 0).any() and (x != 0).any()
+
+
+# -- the optimizer classes ----------------------------------------------------------------------
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(13, 11), nn.Tanh(), nn.Linear(11, 3))
+
+
+def _train(model: nn.Module, opt: torch.optim.Optimizer, steps: int, seed: int = 0) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x = torch.randn(32, 13, generator=gen)
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+
+
+OPTIMS = {
+    "OBProxSG": lambda ps, **kw: sparseopt.OBProxSG(ps, lr=0.1, l1=0.05, n_p=1, n_o=2,
+                                                    steps_per_epoch=5, **kw),
+    "OBProxSGPlus": lambda ps, **kw: sparseopt.OBProxSGPlus(ps, lr=0.1, l1=0.05, n_p=2,
+                                                            steps_per_epoch=4, eps=1e-3, **kw),
+    "PDCA": lambda ps, **kw: sparseopt.PDCA(ps, lr=0.1, l1=0.02, theta=5.0, restart=7,
+                                            weight_decay=1e-3, **kw),
+}
+
+
+@pytest.mark.parametrize("name", list(OPTIMS))
+def test_native_optimizer_equals_reference_optimizer(name: str) -> None:
+    a, b = _model(), _model()
+    opt_a = OPTIMS[name](a.parameters())
+    opt_b = OPTIMS[name](b.parameters(), backend="reference")
+    _train(a, opt_a, 40)
+    _train(b, opt_b, 40)
+    for x, y in zip(a.parameters(), b.parameters()):
+        assert torch.equal(x, y)
+    w = a[0].weight if name != "PDCA" else opt_a.state[a[0].weight]["x"]
+    assert 0 < (w == 0).float().mean() < 1
+    assert (a[0].bias != 0).all()  # biases are not covered by default: no zeros, no freezing
+
+
+@pytest.mark.parametrize("name", list(OPTIMS))
+def test_state_dict_round_trip_resumes_bit_exactly(name: str) -> None:
+    model = _model()
+    opt = OPTIMS[name](model.parameters())
+    _train(model, opt, 13)  # stops mid-epoch and mid restart period
+    saved_model = copy.deepcopy(model.state_dict())
+    saved_opt = copy.deepcopy(opt.state_dict())
+    _train(model, opt, 25, seed=1)  # crosses phase boundaries / a restart
+
+    twin = _model()
+    twin.load_state_dict(saved_model)
+    opt2 = OPTIMS[name](twin.parameters())
+    opt2.load_state_dict(saved_opt)
+    _train(twin, opt2, 25, seed=1)
+    for x, y in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(x, y)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        for key, value in opt.state[p].items():
+            assert torch.equal(value, opt2.state[q][key]), key
+
+
+def test_obproxsg_phase_and_orthant_freezes_zeros_in_training() -> None:
+    model = _model()
+    opt = sparseopt.OBProxSGPlus(model.parameters(), lr=0.1, l1=0.05, n_p=1, steps_per_epoch=10)
+    assert opt.phase() == "prox"
+    _train(model, opt, 10)
+    assert opt.phase() == "orthant" and opt.phase(step=3) == "prox"
+    zeros = [(p == 0) for p in model.parameters()]
+    signs = [torch.sign(p.detach()) for p in model.parameters()]
+    _train(model, opt, 30, seed=2)
+    for p, z, s in zip(model.parameters(), zeros, signs):
+        if p.dim() > 1:
+            assert torch.all(p[z] == 0)
+            assert torch.all(torch.sign(p.detach()) * s >= 0)
+    assert sparseopt.OBProxSG(model.parameters(), lr=0.1, l1=0.1, n_p=2, n_o=1,
+                              steps_per_epoch=3).phase(step=7) == "orthant"
+
+
+def test_pdca_eval_params_swaps_in_x_and_restores_y() -> None:
+    model = _model()
+    opt = OPTIMS["PDCA"](model.parameters())
+    _train(model, opt, 12)  # restart=7: step 12 extrapolates with beta = 0.43
+    params = list(model.parameters())
+    ys = [p.detach().clone() for p in params]
+    xs = [opt.state[p]["x"].clone() for p in params]
+    assert not all(torch.equal(x, y) for x, y in zip(xs, ys))  # extrapolated: y != x
+    assert all(torch.equal(a, b) for a, b in zip(opt.sparse_params(), xs))
+    with opt.eval_params():
+        for p, x in zip(params, xs):
+            assert torch.equal(p.detach(), x)
+        assert (model[0].weight == 0).any()  # the sparse iterate is what one evaluates
+    for p, y in zip(params, ys):
+        assert torch.equal(p.detach(), y)
+    # restored on an exception too
+    with pytest.raises(KeyError):
+        with opt.eval_params():
+            raise KeyError("boom")
+    for p, y in zip(params, ys):
+        assert torch.equal(p.detach(), y)
+    assert opt.sparse_params()[0] is opt.state[params[0]]["x"]
+
+
+def test_pdca_eval_params_misuse_is_an_error_and_changes_nothing() -> None:
+    model = _model()
+    opt = OPTIMS["PDCA"](model.parameters())
+    _train(model, opt, 5)
+    params = list(model.parameters())
+    for p in params:
+        p.grad = torch.randn_like(p)
+    ys = [p.detach().clone() for p in params]
+    state = copy.deepcopy(opt.state_dict())
+    with opt.eval_params():
+        with pytest.raises(RuntimeError, match="cannot be nested"):
+            with opt.eval_params():
+                pass
+        inside = [p.detach().clone() for p in params]
+        with pytest.raises(RuntimeError, match=r"step\(\) was called inside .*eval_params"):
+            opt.step()
+        for p, v in zip(params, inside):
+            assert torch.equal(p.detach(), v)
+    for p, y in zip(params, ys):
+        assert torch.equal(p.detach(), y)
+    after = opt.state_dict()
+    for k, s in state["state"].items():
+        for key, v in s.items():
+            assert torch.equal(after["state"][k][key], v)
+    opt.step()  # fine again outside the block
+
+
+def test_pdca_before_any_step_has_x_equal_to_the_parameter() -> None:
+    p = nn.Parameter(torch.randn(3, 4))
+    opt = sparseopt.PDCA([p], lr=0.1, l1=0.1, theta=1.0)
+    assert opt.sparse_params()[0] is not p and torch.equal(opt.sparse_params()[0], p.detach())
+    with opt.eval_params():
+        pass
+
+
+@pytest.mark.parametrize("name", list(OPTIMS))
+def test_amp_grad_scaler_skips_inf_steps(name: str) -> None:
+    """With torch.amp.GradScaler: an inf gradient skips the step entirely (params, state, step
+    counters); finite steps run with the unscaled gradients."""
+    model, twin = _model(), _model()
+    opt, opt_twin = OPTIMS[name](model.parameters()), OPTIMS[name](twin.parameters())
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    gen = torch.Generator().manual_seed(0)
+    for t in range(12):
+        x = torch.randn(32, 13, generator=gen)
+        opt.zero_grad()
+        scaler.scale(model(x).square().mean()).backward()
+        if t in (4, 9):
+            model[0].weight.grad[0, 0] = float("inf")
+        before = copy.deepcopy(opt.state_dict()), [p.detach().clone() for p in model.parameters()]
+        scaler.step(opt)
+        scaler.update()
+        if t in (4, 9):
+            for p, v in zip(model.parameters(), before[1]):
+                assert torch.equal(p.detach(), v)
+            for k, s in before[0]["state"].items():
+                for key, v in s.items():
+                    assert torch.equal(opt.state_dict()["state"][k][key], v)
+        else:
+            opt_twin.zero_grad()
+            twin(x).square().mean().backward()
+            opt_twin.step()
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    assert opt.state[model[0].weight]["step"].item() == 10
+
+
+# -- opcheck ------------------------------------------------------------------------------------
+
+
+def _op_args(name: str, device: str, dtype: torch.dtype = torch.float32):
+    gen = torch.Generator().manual_seed(0)
+
+    def t(*shape):
+        return torch.randn(*shape, generator=gen, dtype=dtype).to(device)
+
+    params = [t(5, 3), t(7), t(2, 3, 3, 3)]
+    grads = [t(*p.shape) for p in params]
+    steps = [torch.full((), 3.0, device=device) for _ in params]
+    scale = torch.full((), 4.0, device=device)
+    inf = torch.zeros((), device=device)
+    if name == "obproxsg_step_":
+        return (params, grads, steps, 0.1, 0.01, 0.0, 2, 1, 3, scale, inf)
+    betas = torch.tensor(pdca_betas(5), dtype=torch.float64).to(device)
+    return (params, grads, [t(*p.shape) for p in params], steps, betas, 0.1, 0.01, 2.0, 1e-3,
+            scale, inf)
+
+
+@pytest.mark.parametrize("name", ["obproxsg_step_", "pdca_step_"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(name: str, device: str) -> None:
+    torch.library.opcheck(getattr(torch.ops.sparseopt, name), _op_args(name, device))
+
+
+@pytest.mark.parametrize("name", ["obproxsg_step_", "pdca_step_"])
+def test_meta_device_runs_the_fake_kernel(name: str) -> None:
+    getattr(torch.ops.sparseopt, name)(*_op_args(name, "meta"))
+
+
+@needs_native
+def test_python_schemas_match_the_cpp_definitions() -> None:
+    for name in ("obproxsg_step_", "pdca_step_"):
+        cpp = str(getattr(torch.ops.sparseopt, name).default._schema)
+        assert cpp == f"sparseopt::{name}{sparseopt.ops.SCHEMAS[name]}"
+    assert sparseopt.ops.REFERENCES["pdca_step_"] is reference.pdca_step_
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+
+def _params() -> list[nn.Parameter]:
+    return [nn.Parameter(torch.randn(4, 3)), nn.Parameter(torch.randn(3))]
+
+
+CTORS = {
+    "OBProxSG": (sparseopt.OBProxSG, dict(lr=0.1, l1=1e-3, steps_per_epoch=10)),
+    "OBProxSGPlus": (sparseopt.OBProxSGPlus, dict(lr=0.1, l1=1e-3, steps_per_epoch=10)),
+    "PDCA": (sparseopt.PDCA, dict(lr=0.1, l1=1e-3, theta=5.0)),
+}
+BAD_REALS = [-1.0, float("nan"), float("inf"), "0.1", torch.tensor(0.1)]
+BAD = {
+    "OBProxSG": {
+        "lr": BAD_REALS, "l1": BAD_REALS, "eps": BAD_REALS,
+        "n_p": [0, -1, 1.5, float("inf"), True, "5"],
+        "n_o": [0, -1, 2.5, float("nan"), "inf"],
+        "steps_per_epoch": [0, -3, 10.0, float("inf")],
+    },
+    "OBProxSGPlus": {
+        "lr": BAD_REALS, "l1": BAD_REALS, "eps": BAD_REALS, "n_p": [0, 2.0],
+        "steps_per_epoch": [0, 1.5],
+    },
+    "PDCA": {
+        "lr": BAD_REALS, "l1": BAD_REALS, "theta": BAD_REALS + [0.0, -0.0],
+        "weight_decay": BAD_REALS, "restart": [0, -5, 1.0, 200.5, True, float("inf")],
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(CTORS))
+def test_bad_hyperparameters_are_rejected_with_the_accepted_range(name: str) -> None:
+    cls, good = CTORS[name]
+    for key, values in BAD[name].items():
+        for bad in values:
+            with pytest.raises(ValueError, match=rf"{name}: .*{key}.*accepted"):
+                cls(_params(), **{**good, key: bad})
+    for key in good:
+        with pytest.raises(ValueError, match=rf"{name}: {key} is required; e\.g\. {name}\("):
+            cls(_params(), **{k: v for k, v in good.items() if k != key})
+    with pytest.raises(ValueError, match="backend"):
+        cls(_params(), **good, backend="cuda")
+    with pytest.raises(ValueError, match="l1_on"):
+        cls(_params(), **good, l1_on="biases")
+    with pytest.raises(ValueError, match=r"complex dtype torch.complex64.*accepted: float32"):
+        cls([nn.Parameter(torch.zeros(3, dtype=torch.complex64))], **good)
+    if name == "PDCA":
+        with pytest.raises(ValueError, match="theta > 0"):
+            cls(_params(), **{**good, "theta": 0.0})
+    else:
+        with pytest.raises(ValueError, match="steps_per_epoch.*int >= 1"):
+            cls(_params(), **{**good, "steps_per_epoch": 0})
+
+
+def _snapshot(opt, params):
+    return [p.detach().clone() for p in params], copy.deepcopy(opt.state_dict())
+
+
+def _assert_unchanged(opt, params, snap) -> None:
+    values, state = snap
+    for p, v in zip(params, values):
+        assert torch.equal(p.detach(), v)
+    now = opt.state_dict()
+    assert now["state"].keys() == state["state"].keys()
+    for k, s in state["state"].items():
+        for key, v in s.items():
+            assert torch.equal(now["state"][k][key], v)
+
+
+@pytest.mark.parametrize("name", list(CTORS))
+def test_bad_step_changes_nothing(name: str) -> None:
+    cls, good = CTORS[name]
+    dense, emb = _params(), nn.Parameter(torch.randn(10, 3))
+    opt = cls([{"params": dense}, {"params": [emb]}], **good)
+    for p in dense + [emb]:
+        p.grad = torch.randn_like(p)
+    opt.step()
+    snap = _snapshot(opt, dense + [emb])
+    emb.grad = torch.randn_like(emb).to_sparse()  # sparse gradient in a later group
+    with pytest.raises(RuntimeError, match=r"param_groups\[1\].*sparse gradient"):
+        opt.step()
+    _assert_unchanged(opt, dense + [emb], snap)
+    emb.grad = torch.randn_like(emb)
+    # hyperparameters edited to bad values after construction
+    edits = {"lr": -0.1, "l1": float("nan")}
+    edits.update({"theta": 0.0, "restart": 0} if name == "PDCA"
+                 else {"n_p": 0, "steps_per_epoch": 0, "eps": -1e-3})
+    for key, bad in edits.items():
+        old = opt.param_groups[1][key]
+        opt.param_groups[1][key] = bad
+        with pytest.raises(ValueError, match=rf"invalid {key}.*accepted"):
+            opt.step()
+        _assert_unchanged(opt, dense + [emb], snap)
+        opt.param_groups[1][key] = old
+
+
+@pytest.mark.parametrize("name", list(CTORS))
+def test_state_on_another_device_names_the_parameter(name: str) -> None:
+    cls, good = CTORS[name]
+    model = nn.Linear(3, 2)
+    opt = cls(model.parameters(), **good)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    opt.step()
+    state = opt.state_dict()
+    moved = nn.Linear(3, 2, device="meta")
+    opt2 = cls(moved.parameters(), **good)
+    opt2.load_state_dict(state)  # load_state_dict moves state to the parameters' device
+    assert all(v.device.type == "meta" for v in opt2.state[moved.weight].values())
+    for key, value in list(opt.state[model.weight].items()):
+        opt.state[model.weight][key] = value.to("meta")
+    snap = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(RuntimeError, match=r"state '\w+' of parameter 0 .* is on meta but the "
+                                           r"parameter is on cpu"):
+        opt.step()
+    for p, v in zip(model.parameters(), snap):
+        assert torch.equal(p.detach(), v)
+
+
+@pytest.mark.parametrize("backend", OP_BACKENDS)
+def test_op_rejects_bad_scalars_before_writing(backend: str) -> None:
+    ps = [torch.randn(5, 3), torch.randn(7)]
+    gs = [torch.randn_like(p) for p in ps]
+    xs = [p.clone() for p in ps]
+    before = [p.clone() for p in ps]
+    steps = [torch.zeros(()) for _ in ps]
+    betas = torch.tensor(pdca_betas(4), dtype=torch.float64)
+    ob, pd = _op(backend, "obproxsg_step_"), _op(backend, "pdca_step_")
+    bad_ob = [
+        ((-0.1, 0.1, 0.0, 1, 1, 1), r"lr = -0.1 is invalid; accepted: a finite float >= 0"),
+        ((0.1, math.nan, 0.0, 1, 1, 1), "l1 = nan is invalid"),
+        ((0.1, 0.1, -1.0, 1, 1, 1), r"eps = -1(\.0)? is invalid"),
+        ((0.1, 0.1, 0.0, 0, 1, 1), "steps_per_epoch = 0 is invalid; accepted: an int >= 1"),
+        ((0.1, 0.1, 0.0, 1, 0, 1), "n_p = 0 is invalid"),
+        ((0.1, 0.1, 0.0, 1, 1, -2), "n_o = -2 is invalid"),
+    ]
+    for args, match in bad_ob:
+        with pytest.raises(RuntimeError, match=match):
+            ob(ps, gs, steps, *args)
+    bad_pd = [
+        ((betas, 0.1, 0.1, 0.0, 0.0), r"theta = 0(\.0)? is invalid; accepted: a finite float > 0"),
+        ((betas, 0.1, -1.0, 1.0, 0.0), r"l1 = -1(\.0)? is invalid"),
+        ((betas, 0.1, 0.1, 1.0, math.inf), "weight_decay = inf is invalid"),
+        ((betas.float(), 0.1, 0.1, 1.0, 0.0), "betas must be a contiguous 1-D float64"),
+        ((betas[:0], 0.1, 0.1, 1.0, 0.0), "betas must be"),
+    ]
+    if backend == "reference":  # the dispatcher sends any call with a meta tensor to the fake
+        bad_pd.append(((betas.to("meta"), 0.1, 0.1, 1.0, 0.0), "betas is on meta"))
+    for args, match in bad_pd:
+        with pytest.raises(RuntimeError, match=match):
+            pd(ps, gs, xs, steps, *args)
+    with pytest.raises(RuntimeError, match="iterates has 1 tensors but params has 2"):
+        pd(ps, gs, xs[:1], steps, betas, 0.1, 0.1, 1.0, 0.0)
+    with pytest.raises(RuntimeError, match=r"iterates\[1\] has dtype"):
+        pd(ps, gs, [xs[0], xs[1].double()], steps, betas, 0.1, 0.1, 1.0, 0.0)
+    with pytest.raises(RuntimeError, match="sparse gradients are not"):
+        ob(ps, [gs[0].to_sparse(), gs[1]], steps, 0.1, 0.1, 0.0, 1, 1, 1)
+    for p, b in zip(ps, before):
+        assert torch.equal(p, b)
+    assert [s.item() for s in steps] == [0.0, 0.0]
