@@ -18,7 +18,7 @@
 // betas[(t - 1) % restart] from the device step counter: no host sync per step, and a step
 // GradScaler skips does not advance the recurrence.
 //
-// exp is computed here from + - * and floor only (Cody-Waite range reduction, a Taylor
+// exp is computed here from + - * and bit casts only (Cody-Waite range reduction, a Taylor
 // polynomial evaluated by Horner, scaling by an exactly built power of two), not by libm, so the
 // pure-PyTorch reference can replay the very same operations and the CPU kernel equals it bit for
 // bit (torch's own exp is SLEEF on the CPU, whose last bit need not agree with libm's). It is
@@ -27,49 +27,13 @@
 #pragma once
 
 #include <cstdint>
-#include <cstring>
+#include <type_traits>
 
+#include "bits.h"
 #include "common.h"
 
 namespace sparseopt {
 namespace rules {
-
-C10_HOST_DEVICE inline float floor_(float x) {
-#ifdef __CUDA_ARCH__
-  return floorf(x);
-#else
-  return std::floor(x);
-#endif
-}
-C10_HOST_DEVICE inline double floor_(double x) {
-#ifdef __CUDA_ARCH__
-  return ::floor(x);
-#else
-  return std::floor(x);
-#endif
-}
-
-// 2^k for an integer-valued k in [-58, 0], built from its bits (exact).
-C10_HOST_DEVICE inline float exp2i_(float k) {
-  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
-#ifdef __CUDA_ARCH__
-  return __int_as_float(bits);
-#else
-  float out;
-  std::memcpy(&out, &bits, sizeof(out));
-  return out;
-#endif
-}
-C10_HOST_DEVICE inline double exp2i_(double k) {
-  const int64_t bits = static_cast<int64_t>(static_cast<int64_t>(k) + 1023) << 52;
-#ifdef __CUDA_ARCH__
-  return __longlong_as_double(static_cast<long long>(bits));
-#else
-  double out;
-  std::memcpy(&out, &bits, sizeof(out));
-  return out;
-#endif
-}
 
 // Constants of exp_neg_clamped; the reference (sparseopt/reference/obprox_pdca.py) has the same
 // numbers. ln2 is split in a high part with few significant bits (k * ln2_hi is exact) and a low
@@ -82,10 +46,14 @@ struct ExpConstants {
   static constexpr double kLn2HiD = 6.93147180369123816490e-01;
   static constexpr double kLn2LoD = 1.90821492927058770002e-10;
   static constexpr double kMinArg = -40.0;
+  // 1.5 * 2^23 and 1.5 * 2^52: adding one rounds |q| < 2^22 to the nearest integer k, which then
+  // sits in the low mantissa bits (bits(q + magic) = bits(magic) + k).
+  static constexpr double kMagicF = 12582912.0;
+  static constexpr double kMagicD = 6755399441055744.0;
 };
 
 template <typename T>
-C10_HOST_DEVICE inline T exp_horner_(T r) {
+C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE T exp_horner_(T r) {
   constexpr bool kDouble = sizeof(T) == 8;
   constexpr int kDegree = kDouble ? 13 : 7;
   // 1/j! for j = 0..13
@@ -108,15 +76,33 @@ C10_HOST_DEVICE inline T exp_horner_(T r) {
   return p;
 }
 
-// exp(a) for a <= 0 (a NaN is treated as the clamp bound; callers handle NaN themselves).
+// exp(a) for a with the sign bit set (a <= -0, or a NaN, which is treated as the clamp bound;
+// callers handle NaN themselves).
+// k = round(a / ln2) by the magic-number addition and 2^k from the same sum's bits: no
+// float-to-int conversion, whose possible trap keeps GCC (with the default -ftrapping-math) from
+// vectorising the CPU loop.
 template <typename T>
-C10_HOST_DEVICE inline T exp_neg_clamped(T a) {
+C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE T exp_neg_clamped(T a) {
   constexpr bool kDouble = sizeof(T) == 8;
-  a = a >= T(ExpConstants::kMinArg) ? a : T(ExpConstants::kMinArg);
-  const T k = floor_(a * T(ExpConstants::kLog2e) + T(0.5));
+  constexpr int kMantissa = kDouble ? 52 : 23;
+  constexpr int kBias = kDouble ? 1023 : 127;
+  using I = decltype(bits_(a));
+  using U = std::make_unsigned_t<I>;
+  const T magic = T(kDouble ? ExpConstants::kMagicD : ExpConstants::kMagicF);
+  // a = max(a, -40), NaN -> -40, done on the bits: for a <= -0 (sign bit set) a larger signed
+  // bit pattern is a more negative number, and every NaN compares above -40's bits. (The same
+  // values as `a >= -40 ? a : -40`, which the reference computes; a float select followed by
+  // the integer ops below is what GCC 12 would not vectorise.)
+  const I min_bits = bits_(T(ExpConstants::kMinArg));
+  const I a_bits = bits_(a);
+  a = from_bits_(a_bits > min_bits ? min_bits : a_bits);
+  const T q = a * T(ExpConstants::kLog2e) + magic;
+  const T k = q - magic;
   T r = a - k * T(kDouble ? ExpConstants::kLn2HiD : ExpConstants::kLn2HiF);
   r = r - k * T(kDouble ? ExpConstants::kLn2LoD : ExpConstants::kLn2LoF);
-  return exp_horner_(r) * exp2i_(k);
+  const I ik = bits_(q) - bits_(magic);  // k as an integer, in [-58, 0]
+  const T scale = from_bits_(static_cast<I>(static_cast<U>(ik + kBias) << kMantissa));  // 2^k
+  return exp_horner_(r) * scale;
 }
 
 template <bool kWeightDecay>
@@ -146,14 +132,18 @@ struct PdcaOp {
   }
 
   template <typename T>
-  C10_HOST_DEVICE void operator()(T (&v)[kDepth], const Coeffs<T>& c) const {
+  C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE void operator()(T (&v)[kDepth],
+                                                       const Coeffs<T>& c) const {
     const T y = v[P];
     const T x = v[X];
     T g = v[G];
     if (kWeightDecay) g = g + c.wd * y;
-    const T e = exp_neg_clamped(-(c.theta * abs_(x)));
-    T xi = copysign_(c.theta * (T(1) - e), x);
-    xi = x != x ? x : xi;  // NaN stays NaN
+    // -theta*|x| has its sign bit set for every x (|x| = +0 for x = -0, as torch.abs gives),
+    // which exp_neg_clamped's clamp on the bits relies on.
+    const T e = exp_neg_clamped(-(c.theta * abs_bits_(x)));
+    // NaN stays NaN; written as an addition (xi + 0 elsewhere) because a select here kept
+    // GCC 12 from vectorising the loop.
+    const T xi = copysign_(c.theta * (T(1) - e), x) + (x != x ? x : T(0));
     const T x_new = soft_threshold(y - c.lr * (g - c.l1 * xi), c.threshold);
     v[P] = x_new + c.beta * (x_new - x);
     v[X] = x_new;

@@ -80,6 +80,11 @@ class PDCA(SparseOptimizer):
         self._in_eval = False
         super().__init__(params, defaults)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:  # unpickling, copy.deepcopy
+        super().__setstate__(state)
+        self._betas = {}
+        self._in_eval = False
+
     def _check_hyperparameters(self, group: dict[str, Any]) -> None:
         owner = self._owner
         example = f"{owner}(model.parameters(), lr=0.05, l1=1e-4, theta=10.0)"

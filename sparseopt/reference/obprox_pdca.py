@@ -45,11 +45,12 @@ def _check_int(op: str, name: str, value: int, ok: bool, accepted: str) -> None:
 
 
 def orthant_step(w: Tensor, g: Tensor, lr: float, l1: float, eps: float) -> Tensor:
-    """One orthant step in math type: zeros stay zero, no sign flips (NaN stays NaN)."""
+    """One orthant step in math type: zeros stay zero, no sign flips (NaN stays NaN). The
+    arrangement of csrc/rules/obproxsg.h: ``wh = w - lr*(g + l1*sign(w))``, then 0 where
+    ``w == 0`` or ``wh*sign(w) <= eps``."""
     z = torch.where(w > 0, 1.0, torch.where(w < 0, -1.0, 0.0)).to(w.dtype)
-    gz = torch.where(z != 0, g + l1 * z, 0.0)
-    wh = w - lr * gz
-    return torch.where(wh * z <= eps, 0.0, wh)
+    wh = w - lr * (g + l1 * z)
+    return torch.where((w == 0) | (wh * z <= eps), 0.0, wh)
 
 
 def obproxsg_step_(
@@ -120,33 +121,38 @@ _LN2 = {
 }
 _DEGREE = {torch.float32: 7, torch.float64: 13}
 _MIN_ARG = -40.0
+# magic, its bits, the int type of the bits, mantissa bits, exponent bias
+_MAGIC = {
+    torch.float32: (12582912.0, 0x4B400000, torch.int32, 23, 127),
+    torch.float64: (6755399441055744.0, 0x4338000000000000, torch.int64, 52, 1023),
+}
 
 
 def exp_neg_clamped(a: Tensor) -> Tensor:
     """exp(a) for a <= 0 (clamped to a >= -40), in a's dtype (float32 or float64), by exactly the
-    operations of csrc/rules/pdca.h: Cody-Waite reduction, Taylor/Horner, exact 2^k scaling."""
+    operations of csrc/rules/pdca.h: Cody-Waite reduction with k = round(a/ln2) from a
+    magic-number addition, Taylor/Horner, and 2^k built from the bits of that sum."""
     dtype = a.dtype
     ln2_hi, ln2_lo = _LN2[dtype]
+    magic, magic_bits, int_t, mantissa, bias = _MAGIC[dtype]
     a = torch.where(a >= _MIN_ARG, a, _MIN_ARG).to(dtype)
-    k = torch.floor(a * _LOG2E + 0.5)
+    q = a * _LOG2E + magic
+    k = q - magic
     r = a - k * ln2_hi
     r = r - k * ln2_lo
     degree = _DEGREE[dtype]
     p = torch.full_like(r, 1.0 / math.factorial(degree))
     for j in range(degree - 1, -1, -1):
         p = p * r + 1.0 / math.factorial(j)
-    if dtype == torch.float64:
-        two = ((k.to(torch.int64) + 1023) << 52).view(torch.float64)
-    else:
-        two = ((k.to(torch.int32) + 127) << 23).view(torch.float32)
-    return p * two
+    ik = q.view(int_t) - magic_bits
+    scale = ((ik + bias) << mantissa).view(dtype)
+    return p * scale
 
 
 def pdca_xi(x: Tensor, theta: float) -> Tensor:
     """xi(x) = theta * sign(x) * (1 - exp(-theta |x|)), the gradient of P2 (NaN stays NaN)."""
     e = exp_neg_clamped(-(theta * x.abs()))
-    xi = torch.copysign(theta * (1.0 - e), x)
-    return torch.where(torch.isnan(x), x, xi)
+    return torch.copysign(theta * (1.0 - e), x) + torch.where(x != x, x, 0.0)
 
 
 def pdca_step_(
