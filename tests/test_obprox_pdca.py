@@ -768,3 +768,33 @@ def test_op_rejects_bad_scalars_before_writing(backend: str) -> None:
     for p, b in zip(ps, before):
         assert torch.equal(p, b)
     assert [s.item() for s in steps] == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("backend", OP_BACKENDS)
+def test_orthant_step_keeps_zeros_under_nan_and_inf_gradients(backend: str) -> None:
+    """A zero stays exactly zero whatever its gradient; a diverged nonzero weight shows NaN
+    instead of hiding behind a zero."""
+    w = torch.tensor([0.0, -0.0, 0.0, 1.0, -1.0, 0.5])
+    g = torch.tensor([math.nan, math.inf, -math.inf, math.nan, 0.1, 100.0])
+    steps = [torch.ones(())]  # the next step is t = 2: an orthant step below
+    _op(backend, "obproxsg_step_")([w], [g], steps, 0.1, 0.01, 0.0, 1, 1, -1)
+    assert torch.equal(w[:3], torch.zeros(3))
+    assert math.isnan(w[3].item())
+    assert w[4].item() == pytest.approx(-1.0 - 0.1 * (0.1 - 0.01))
+    assert w[5].item() == 0.0  # would cross zero: projected, not flipped
+
+
+def test_pdca_deepcopy_and_pickle_keep_working() -> None:
+    model = _model()
+    opt = OPTIMS["PDCA"](model.parameters())
+    _train(model, opt, 3)
+    twin_model = copy.deepcopy(model)
+    twin = OPTIMS["PDCA"](twin_model.parameters())
+    twin.load_state_dict(copy.deepcopy(opt).state_dict())
+    _train(model, opt, 4, seed=3)
+    _train(twin_model, twin, 4, seed=3)
+    for a, b in zip(model.parameters(), twin_model.parameters()):
+        assert torch.equal(a, b)
+    clone = copy.deepcopy(opt)
+    with clone.eval_params():
+        pass
