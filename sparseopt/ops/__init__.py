@@ -70,16 +70,41 @@ except (ImportError, OSError) as exc:  # not built, or built against another tor
 _lib = torch.library.Library("sparseopt", "FRAGMENT")  # kept alive for the registrations below
 
 
-def _fake(*args: Any, **kwargs: Any) -> None:
-    """Fake kernel of every in-place optimizer op: it mutates its inputs and returns nothing."""
-    return None
+def _tensors(args: Any) -> list[torch.Tensor]:
+    out: list[torch.Tensor] = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            out.append(a)
+        elif isinstance(a, (list, tuple)):
+            out += [t for t in a if isinstance(t, torch.Tensor)]
+    return out
+
+
+def _make_fake(name: str) -> Callable[..., None]:
+    """Fake kernel of an in-place optimizer op: it mutates its inputs and returns nothing.
+
+    It still rejects tensors on different devices: the dispatcher sends a call that mixes, say,
+    CPU and meta tensors here, and a silent no-op would hide the mistake.
+    """
+
+    def fake(*args: Any, **kwargs: Any) -> None:
+        devices = {t.device for t in _tensors(list(args) + list(kwargs.values()))}
+        if len(devices) > 1:
+            found = ", ".join(sorted(str(d) for d in devices))
+            raise RuntimeError(
+                f"sparseopt::{name}: got tensors on several devices ({found}); all tensors of "
+                "one call must be on one device"
+            )
+        return None
+
+    return fake
 
 
 def _register(name: str, schema: str, reference: Callable[..., Any]) -> None:
     if _C is None:
         _lib.define(name + schema)
     qualname = f"sparseopt::{name}"
-    torch.library.register_fake(qualname, _fake, lib=_lib)
+    torch.library.register_fake(qualname, _make_fake(name), lib=_lib)
     torch.library.register_kernel(qualname, None, reference, lib=_lib)
 
 

@@ -183,8 +183,12 @@ class SparseOptimizer(Optimizer):
         plan = []
         get_state = self.state.get
         strided = torch.strided
+        compiling = torch.compiler.is_compiling()
         for gi, group in enumerate(self.param_groups):
-            self._check_group(group, gi, params=False)
+            if not compiling:
+                # Under torch.compile the ops check their hyperparameters themselves (before
+                # writing anything); Python-side number checks would only break the graph.
+                self._check_group(group, gi, params=False)
             l1_all = group["l1_on"] == "all"
             buckets: dict[tuple[torch.device, bool], Any] = {}
             for i, p in enumerate(group["params"]):
