@@ -98,7 +98,7 @@ setup(
     cmdclass=cmdclass(),
     install_requires=["torch>=2.4", "numpy"],
     extras_require={
-        "test": ["pytest", "hypothesis", "pytest-benchmark", "scikit-learn"],
+        "test": ["pytest", "hypothesis", "pytest-benchmark", "scikit-learn", "tqdm", "matplotlib"],
         "demo": ["scikit-learn", "tqdm", "matplotlib"],
     },
     zip_safe=False,
