@@ -45,7 +45,7 @@ test-fast: build
 	$(PY) -m pytest -q tests -m "not slow" $(ARGS)
 
 bench: build
-	$(PY) benchmarks/bench_optim.py $(ARGS)
+	$(PY) -m sparseopt.bench $(ARGS)
 
 # C++ embedding: the CMake build of the kernels and its ctest.
 cmake-check: $(VENV)/.deps
