@@ -39,12 +39,31 @@ SCHEMAS: dict[str, str] = {
         "Tensor(d!)[] steps, float lr, float l1, float gamma, bool retrain, int retrain_after, "
         "Tensor? grad_scale=None, Tensor? found_inf=None) -> ()"
     ),
+    "adam_step_": (
+        "(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] exp_avgs, "
+        "Tensor(d!)[] exp_avg_sqs, Tensor(e!)[] max_exp_avg_sqs, Tensor(f!)[] steps, float lr, "
+        "float beta1, float beta2, float eps, float weight_decay, bool amsgrad, bool maximize, "
+        "bool decoupled_weight_decay, float l1, Tensor? grad_scale=None, "
+        "Tensor? found_inf=None) -> ()"
+    ),
+    "hutchinson_diag_": (
+        "(Tensor(a!)[] diags, Tensor[] zs, Tensor[] hzs, float weight, bool accumulate) -> ()"
+    ),
+    "adahessian_step_": (
+        "(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] exp_avgs, "
+        "Tensor(d!)[] exp_hessian_diag_sqs, Tensor[] hessian_diags, Tensor(e!)[] steps, "
+        "float lr, float beta1, float beta2, float eps, float weight_decay, "
+        "float hessian_power, Tensor? grad_scale=None, Tensor? found_inf=None) -> ()"
+    ),
 }
 
 REFERENCES: dict[str, Callable[..., Any]] = {
     "prox_sgd_step_": _reference.prox_sgd_step_,
     "sqrt_t_prox_sgd_step_": _reference.sqrt_t_prox_sgd_step_,
     "rda_step_": _reference.rda_step_,
+    "adam_step_": _reference.adam_step_,
+    "hutchinson_diag_": _reference.hutchinson_diag_,
+    "adahessian_step_": _reference.adahessian_step_,
 }
 
 _load_error: str | None = None
@@ -100,8 +119,23 @@ def _make_fake(name: str) -> Callable[..., None]:
     return fake
 
 
+_stale: list[str] = []
+
+
+def _op_exists(name: str) -> bool:
+    try:
+        getattr(torch.ops.sparseopt, name)
+    except (AttributeError, RuntimeError):
+        return False
+    return True
+
+
 def _register(name: str, schema: str, reference: Callable[..., Any]) -> None:
-    if _C is None:
+    if _C is None or not _op_exists(name):
+        # No extension, or one built from older sources that lacks this op: define it here
+        # and let the reference run it.
+        if _C is not None:
+            _stale.append(name)
         _lib.define(name + schema)
     qualname = f"sparseopt::{name}"
     torch.library.register_fake(qualname, _make_fake(name), lib=_lib)
@@ -110,6 +144,14 @@ def _register(name: str, schema: str, reference: Callable[..., Any]) -> None:
 
 for _name, _schema in SCHEMAS.items():
     _register(_name, _schema, REFERENCES[_name])
+if _stale:
+    warnings.warn(
+        f"sparseopt: the compiled extension is older than the Python package and lacks "
+        f"{_stale}; those ops run the pure-PyTorch reference. Rebuild with "
+        "`pip install --no-build-isolation -e .`.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
 
 
 def native_available() -> bool:
@@ -152,7 +194,7 @@ def resolve(name: str, device: torch.device, backend: str) -> Callable[..., Any]
     """
     if backend == "reference":
         return REFERENCES[name]
-    if backend == "native" and not has_native(device):
+    if backend == "native" and (not has_native(device) or name in _stale):
         why = f" (the extension did not load: {_load_error})" if _load_error else ""
         raise RuntimeError(
             f"sparseopt: backend='native' was requested but this build has no native kernel "
@@ -166,6 +208,9 @@ def resolve(name: str, device: torch.device, backend: str) -> Callable[..., Any]
 prox_sgd_step_ = torch.ops.sparseopt.prox_sgd_step_
 sqrt_t_prox_sgd_step_ = torch.ops.sparseopt.sqrt_t_prox_sgd_step_
 rda_step_ = torch.ops.sparseopt.rda_step_
+adam_step_ = torch.ops.sparseopt.adam_step_
+hutchinson_diag_ = torch.ops.sparseopt.hutchinson_diag_
+adahessian_step_ = torch.ops.sparseopt.adahessian_step_
 
 __all__ = [
     "SCHEMAS",
@@ -177,4 +222,7 @@ __all__ = [
     "prox_sgd_step_",
     "sqrt_t_prox_sgd_step_",
     "rda_step_",
+    "adam_step_",
+    "hutchinson_diag_",
+    "adahessian_step_",
 ]

@@ -232,6 +232,11 @@ class SparseOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._update()
+        return loss
+
+    def _update(self) -> None:
+        """The step without the closure: validate, create missing state, run the ops."""
         grad_scale: Tensor | None = getattr(self, "grad_scale", None)
         found_inf: Tensor | None = getattr(self, "found_inf", None)
         for group, buckets in self._plan():
@@ -249,11 +254,14 @@ class SparseOptimizer(Optimizer):
                     _on_device(grad_scale, device),
                     _on_device(found_inf, device),
                 )
-        return loss
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         for gi, group in enumerate(self.param_groups):
+            # A state dict from another optimizer class (torch.optim.Adam's into sparseopt.Adam)
+            # lacks sparseopt's own keys: take them from this optimizer's defaults.
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
             self._check_group(group, gi)
             for i, p in enumerate(group["params"]):
                 state = self.state.get(p)

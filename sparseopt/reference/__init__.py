@@ -6,6 +6,9 @@ and the fallback wherever no native kernel exists (no compiled extension, or a d
 one).
 """
 
+from .adahessian import adahessian_step_, hutchinson_diag_
+from .adam import adam_step_
 from .l1 import prox_sgd_step_, rda_step_, sqrt_t_prox_sgd_step_
 
-__all__ = ["prox_sgd_step_", "sqrt_t_prox_sgd_step_", "rda_step_"]
+__all__ = ["prox_sgd_step_", "sqrt_t_prox_sgd_step_", "rda_step_", "adam_step_", "hutchinson_diag_",
+           "adahessian_step_"]
