@@ -50,7 +50,8 @@ def _irda_retrain(epoch: int, opt: torch.optim.Optimizer, ctx: Context) -> None:
 OPTIMIZERS: dict[str, Spec] = {
     "sgd": Spec("SGD (torch, momentum 0.9)", "-",
                 lambda m, c: torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)),
-    "adam": Spec("Adam (torch)", "-", lambda m, c: torch.optim.Adam(m.parameters(), lr=3e-3)),
+    "adam": Spec("Adam (sparseopt, fused)", "-",
+                 lambda m, c: so.Adam(m.parameters(), lr=3e-3)),
     "proxsgd": Spec("Prox-SGD (momentum 0.9)", str(L1),
                     lambda m, c: so.ProxSGD(m.parameters(), lr=0.05, l1=L1, momentum=0.9)),
     "sqrt_t_proxsgd": Spec("sqrt(t)-Prox-SGD", str(L1),
@@ -61,7 +62,17 @@ OPTIMIZERS: dict[str, Spec] = {
     "irda": Spec("iRDA (Step 1 + retraining)", str(L1),
                  lambda m, c: so.IRDA(m.parameters(), l1=L1, gamma=1.0), init=_irda_init,
                  on_epoch_end=_irda_retrain),
+    "adahessian": Spec("AdaHessian", "-",
+                       lambda m, c: so.AdaHessian(m.parameters(), lr=0.05, seed=0),
+                       step_fn=lambda m, o, x, y: _second_order_step(m, o, x, y)),
 }
+
+
+def _second_order_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
+                       y: torch.Tensor) -> None:
+    opt.zero_grad(set_to_none=True)
+    torch.nn.functional.cross_entropy(model(x), y).backward(create_graph=True)
+    opt.step()
 
 
 @dataclass
