@@ -1,10 +1,14 @@
-"""Data-parallel training with a sparseopt optimizer under torch.distributed (DDP).
+"""Data-parallel training with a sparseopt optimizer under torch.distributed (DDP or FSDP2).
 
     torchrun --nproc_per_node 2 examples/ddp_train.py --optimizer irda --steps 20
+    torchrun --nproc_per_node 2 examples/ddp_train.py --wrap fsdp2     # sharded parameters
 
 Each rank trains on its slice of every global batch; DDP averages the gradients, and the
 optimizer (an ordinary torch.optim.Optimizer) then takes the same fused step on every rank, so
-the replicas stay identical. gloo on CPU, nccl on CUDA. ``--save`` writes rank 0's final
+the replicas stay identical. With ``--wrap fsdp2`` (``fully_shard``) each rank holds a shard of
+every parameter, gradient and optimizer state as DTensors; the element-wise kernels run on the
+local shards and ``sparseopt.sparsity`` reduces the zero counts across ranks. gloo on CPU, nccl
+on CUDA. ``--save`` writes rank 0's final
 parameters; run without torchrun (world size 1) to get the single-process run on the global
 batch to compare with.
 """
@@ -27,6 +31,7 @@ OPTIMIZERS = {
     "sqrt_t_proxsgd": lambda p: sparseopt.SqrtTProxSGD(p, lr=0.05, l1=1e-4),
     "rda": lambda p: sparseopt.RDA(p, l1=1e-3, gamma=5.0),
     "irda": lambda p: sparseopt.IRDA(p, l1=1e-3, gamma=5.0, retrain_after=10),
+    "adamw_l1": lambda p: sparseopt.AdamW(p, lr=1e-2, l1=1e-2),
 }
 
 
@@ -42,6 +47,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch", type=int, default=32, help="global batch size")
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    ap.add_argument("--wrap", choices=["ddp", "fsdp2"], default="ddp")
     ap.add_argument("--save", default=None,
                     help="write rank 0's final parameters here ({optimizer: [tensors]})")
     args = ap.parse_args()
@@ -69,7 +75,13 @@ def main() -> None:
     for name in names:
         torch.manual_seed(0)  # the same initial model on every rank and for every optimizer
         model = model_fn().to(device=device, dtype=dtype)
-        net = DDP(model) if distributed else model
+        if distributed and args.wrap == "fsdp2":
+            from torch.distributed.fsdp import fully_shard
+
+            fully_shard(model)
+            net = model
+        else:
+            net = DDP(model) if distributed else model
         opt = OPTIMIZERS[name](model.parameters())
         for step in range(args.steps):
             start = (step * args.batch) % (len(y) - args.batch)
@@ -78,10 +90,12 @@ def main() -> None:
             opt.zero_grad()
             F.cross_entropy(net(xb), yb).backward()
             opt.step()
-        saved[name] = [p.detach().cpu() for p in model.parameters()]
+        full = [p.full_tensor() if hasattr(p, "full_tensor") else p for p in model.parameters()]
+        saved[name] = [p.detach().cpu() for p in full]
+        sparsity = sparseopt.sparsity(model)  # a collective under FSDP2: every rank calls it
         if rank == 0:
-            print(f"{name}: world {world}, {args.steps} steps, "
-                  f"sparsity {sparseopt.sparsity(model):.3f}")
+            print(f"{name}: world {world} ({args.wrap}), {args.steps} steps, "
+                  f"sparsity {sparsity:.3f}")
     if rank == 0 and args.save:
         torch.save(saved, args.save)
     if distributed:

@@ -1,5 +1,5 @@
-"""DDP (gloo, 2 CPU processes via torchrun) gives the parameters of a single process that
-trains on the global batch."""
+"""DDP and FSDP2 (gloo, 2 CPU processes via torchrun) give the parameters of a single process
+that trains on the global batch."""
 
 from __future__ import annotations
 
@@ -33,11 +33,13 @@ def _run(args: list[str], out: Path, world: int) -> dict[str, list[torch.Tensor]
     return torch.load(out)
 
 
-def test_ddp_two_processes_equal_one_process_on_the_global_batch(tmp_path) -> None:
+@pytest.mark.parametrize("wrap", ["ddp", "fsdp2"])
+def test_two_processes_equal_one_process_on_the_global_batch(wrap: str, tmp_path) -> None:
     args = ["--optimizer", "all", "--steps", "20", "--dtype", "float64"]
     single = _run(args, tmp_path / "single.pt", world=1)
-    ddp = _run(args, tmp_path / "ddp.pt", world=2)
-    assert set(single) == set(ddp) == {"proxsgd", "sqrt_t_proxsgd", "rda", "irda"}
+    ddp = _run(args + ["--wrap", wrap], tmp_path / "ddp.pt", world=2)
+    assert set(single) == set(ddp) == {"proxsgd", "sqrt_t_proxsgd", "rda", "irda",
+                                          "adamw_l1"}
     for name in single:
         for a, b in zip(single[name], ddp[name]):
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=name)

@@ -245,6 +245,8 @@ class SparseOptimizer(Optimizer):
                     if not state:
                         state = states[k] = self.state[params[k]]
                         self._init_state(params[k], state, group)
+                if _has_dtensor(params):
+                    fn = _on_local_shards(fn)
                 self._run(
                     fn,
                     group,
@@ -273,6 +275,35 @@ class SparseOptimizer(Optimizer):
                     # a copy, so stepping never writes into the caller's state_dict.
                     state["step"] = step.to(device=p.device, dtype=torch.float32, copy=True)
                 self._check_state(group, gi, i, p, state)
+
+
+def _dtensor_type() -> type | None:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # torch built without distributed
+        return None
+    return DTensor
+
+
+def _has_dtensor(params: list[Tensor]) -> bool:
+    dtensor = _dtensor_type()
+    return dtensor is not None and any(isinstance(p, dtensor) for p in params)
+
+
+def _on_local_shards(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run an element-wise op on the local shards of DTensor arguments (FSDP2's parameters,
+    gradients and state): element-wise rules need no communication."""
+    dtensor = _dtensor_type()
+
+    def local(a: Any) -> Any:
+        if isinstance(a, (list, tuple)):
+            return [local(t) for t in a]
+        return a._local_tensor if isinstance(a, dtensor) else a
+
+    def call(*args: Any) -> Any:
+        return fn(*[local(a) for a in args])
+
+    return call
 
 
 def _on_device(t: Tensor | None, device: torch.device) -> Tensor | None:
