@@ -7,7 +7,7 @@ kernel on CPU and CUDA, with a pure-PyTorch reference as fallback (:mod:`sparseo
 
 from . import init, ops, reference
 from ._version import __version__
-from .optim import IRDA, RDA, ProxSGD, SparseOptimizer, SqrtTProxSGD
+from .optim import IRDA, RDA, AdaHessian, Adam, AdamW, ProxSGD, SparseOptimizer, SqrtTProxSGD
 from .optim import PDCA, OBProxSG, OBProxSGPlus
 from .sparsity import SparsityReport, sparsity, sparsity_report
 
@@ -19,6 +19,9 @@ __all__ = [
     "SqrtTProxSGD",
     "RDA",
     "IRDA",
+    "Adam",
+    "AdamW",
+    "AdaHessian",
     "OBProxSG",
     "OBProxSGPlus",
     "PDCA",

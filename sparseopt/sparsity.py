@@ -37,9 +37,11 @@ def _named_tensors(obj: nn.Module | Iterable) -> list[tuple[str, Tensor]]:
 def _zeros(ts: list[Tensor]) -> list[int]:
     if not ts:
         return []
-    # One host sync for all tensors on a device, not one per tensor.
-    counts = torch.stack([(t.detach() == 0).sum() for t in ts]).tolist()
-    return [int(c) for c in counts]
+    # One host sync for all tensors on a device, not one per tensor. A DTensor (FSDP2) counts
+    # the zeros of its shards and reduces them across ranks.
+    counts = [(t.detach() == 0).sum() for t in ts]
+    counts = [c.full_tensor() if hasattr(c, "full_tensor") else c for c in counts]
+    return [int(c) for c in torch.stack([c.cpu() for c in counts]).tolist()]
 
 
 def sparsity(model_or_params: nn.Module | Iterable, l1_on: str = "weights") -> float:

@@ -70,7 +70,8 @@ def assert_lists_equal(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor], wha
     assert len(a) == len(b), what
     for i, (x, y) in enumerate(zip(a, b)):
         assert x.shape == y.shape and x.dtype == y.dtype, f"{what}[{i}]"
-        if not torch.equal(x, y):
+        same_nan = torch.equal(x.isnan(), y.isnan())
+        if not (same_nan and torch.equal(x.nan_to_num(0.0), y.nan_to_num(0.0))):
             diff = (x.double() - y.double()).abs()
             raise AssertionError(
                 f"{what}[{i}] differs from the reference: max |diff| {diff.max().item():.3e} at "

@@ -36,10 +36,23 @@ def _args(name: str, device: str, dtype: torch.dtype = torch.float32):
     if name == "rda_step_":
         return (params, grads, [torch.zeros_like(p) for p in params],
                 [t(*p.shape) for p in params], steps, 1.0, 0.1, 3.0, False, 2, scale, inf)
+    if name == "adam_step_":
+        zeros = lambda: [torch.zeros_like(p) for p in params]  # noqa: E731
+        return (params, grads, zeros(), zeros(), zeros(), steps, 1e-3, 0.9, 0.999, 1e-8, 1e-2,
+                True, False, True, 1e-3, scale, inf)
+    if name == "adahessian_step_":
+        zeros = lambda: [torch.zeros_like(p) for p in params]  # noqa: E731
+        diags = [t(*p.shape).abs() for p in params]
+        return (params, grads, zeros(), zeros(), diags, steps, 0.15, 0.9, 0.999, 1e-4, 0.0, 1.0,
+                scale, inf)
+    if name == "hutchinson_diag_":
+        return ([torch.zeros_like(p) for p in params], [t(*p.shape).sign() for p in params],
+                grads, 0.5, False)
     raise KeyError(name)
 
 
-L1_OPS = ["prox_sgd_step_", "sqrt_t_prox_sgd_step_", "rda_step_"]
+OPS_UNDER_TEST = ["prox_sgd_step_", "sqrt_t_prox_sgd_step_", "rda_step_", "adam_step_",
+          "adahessian_step_", "hutchinson_diag_"]
 
 
 @pytest.mark.skipif(not NATIVE, reason="the native extension is not built")
@@ -53,14 +66,14 @@ def test_every_op_has_a_reference() -> None:
     assert set(ops.SCHEMAS) == set(ops.REFERENCES)
 
 
-@pytest.mark.parametrize("name", L1_OPS)
+@pytest.mark.parametrize("name", OPS_UNDER_TEST)
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck(name: str, device: str) -> None:
     op = getattr(torch.ops.sparseopt, name)
     torch.library.opcheck(op, _args(name, device))
 
 
-@pytest.mark.parametrize("name", L1_OPS)
+@pytest.mark.parametrize("name", OPS_UNDER_TEST)
 def test_meta_device_runs_the_fake_kernel(name: str) -> None:
     args = _args(name, "meta")
     getattr(torch.ops.sparseopt, name)(*args)  # no data, no error: the fake kernel ran

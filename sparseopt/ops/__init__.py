@@ -39,6 +39,22 @@ SCHEMAS: dict[str, str] = {
         "Tensor(d!)[] steps, float lr, float l1, float gamma, bool retrain, int retrain_after, "
         "Tensor? grad_scale=None, Tensor? found_inf=None) -> ()"
     ),
+    "adam_step_": (
+        "(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] exp_avgs, "
+        "Tensor(d!)[] exp_avg_sqs, Tensor(e!)[] max_exp_avg_sqs, Tensor(f!)[] steps, float lr, "
+        "float beta1, float beta2, float eps, float weight_decay, bool amsgrad, bool maximize, "
+        "bool decoupled_weight_decay, float l1, Tensor? grad_scale=None, "
+        "Tensor? found_inf=None) -> ()"
+    ),
+    "hutchinson_diag_": (
+        "(Tensor(a!)[] diags, Tensor[] zs, Tensor[] hzs, float weight, bool accumulate) -> ()"
+    ),
+    "adahessian_step_": (
+        "(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] exp_avgs, "
+        "Tensor(d!)[] exp_hessian_diag_sqs, Tensor[] hessian_diags, Tensor(e!)[] steps, "
+        "float lr, float beta1, float beta2, float eps, float weight_decay, "
+        "float hessian_power, Tensor? grad_scale=None, Tensor? found_inf=None) -> ()"
+    ),
     "obproxsg_step_": (
         "(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] steps, float lr, float l1, "
         "float eps, int steps_per_epoch, int n_p, int n_o, Tensor? grad_scale=None, "
@@ -55,6 +71,9 @@ REFERENCES: dict[str, Callable[..., Any]] = {
     "prox_sgd_step_": _reference.prox_sgd_step_,
     "sqrt_t_prox_sgd_step_": _reference.sqrt_t_prox_sgd_step_,
     "rda_step_": _reference.rda_step_,
+    "adam_step_": _reference.adam_step_,
+    "hutchinson_diag_": _reference.hutchinson_diag_,
+    "adahessian_step_": _reference.adahessian_step_,
     "obproxsg_step_": _reference.obproxsg_step_,
     "pdca_step_": _reference.pdca_step_,
 }
@@ -82,21 +101,69 @@ except (ImportError, OSError) as exc:  # not built, or built against another tor
 _lib = torch.library.Library("sparseopt", "FRAGMENT")  # kept alive for the registrations below
 
 
-def _fake(*args: Any, **kwargs: Any) -> None:
-    """Fake kernel of every in-place optimizer op: it mutates its inputs and returns nothing."""
-    return None
+def _tensors(args: Any) -> list[torch.Tensor]:
+    out: list[torch.Tensor] = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            out.append(a)
+        elif isinstance(a, (list, tuple)):
+            out += [t for t in a if isinstance(t, torch.Tensor)]
+    return out
+
+
+def _make_fake(name: str) -> Callable[..., None]:
+    """Fake kernel of an in-place optimizer op: it mutates its inputs and returns nothing.
+
+    It still rejects tensors on different devices: the dispatcher sends a call that mixes, say,
+    CPU and meta tensors here, and a silent no-op would hide the mistake.
+    """
+
+    def fake(*args: Any, **kwargs: Any) -> None:
+        devices = {t.device for t in _tensors(list(args) + list(kwargs.values()))}
+        if len(devices) > 1:
+            found = ", ".join(sorted(str(d) for d in devices))
+            raise RuntimeError(
+                f"sparseopt::{name}: got tensors on several devices ({found}); all tensors of "
+                "one call must be on one device"
+            )
+        return None
+
+    return fake
+
+
+_stale: list[str] = []
+
+
+def _op_exists(name: str) -> bool:
+    try:
+        getattr(torch.ops.sparseopt, name)
+    except (AttributeError, RuntimeError):
+        return False
+    return True
 
 
 def _register(name: str, schema: str, reference: Callable[..., Any]) -> None:
-    if _C is None:
+    if _C is None or not _op_exists(name):
+        # No extension, or one built from older sources that lacks this op: define it here
+        # and let the reference run it.
+        if _C is not None:
+            _stale.append(name)
         _lib.define(name + schema)
     qualname = f"sparseopt::{name}"
-    torch.library.register_fake(qualname, _fake, lib=_lib)
+    torch.library.register_fake(qualname, _make_fake(name), lib=_lib)
     torch.library.register_kernel(qualname, None, reference, lib=_lib)
 
 
 for _name, _schema in SCHEMAS.items():
     _register(_name, _schema, REFERENCES[_name])
+if _stale:
+    warnings.warn(
+        f"sparseopt: the compiled extension is older than the Python package and lacks "
+        f"{_stale}; those ops run the pure-PyTorch reference. Rebuild with "
+        "`pip install --no-build-isolation -e .`.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
 
 
 def native_available() -> bool:
@@ -139,7 +206,7 @@ def resolve(name: str, device: torch.device, backend: str) -> Callable[..., Any]
     """
     if backend == "reference":
         return REFERENCES[name]
-    if backend == "native" and not has_native(device):
+    if backend == "native" and (not has_native(device) or name in _stale):
         why = f" (the extension did not load: {_load_error})" if _load_error else ""
         raise RuntimeError(
             f"sparseopt: backend='native' was requested but this build has no native kernel "
@@ -153,6 +220,9 @@ def resolve(name: str, device: torch.device, backend: str) -> Callable[..., Any]
 prox_sgd_step_ = torch.ops.sparseopt.prox_sgd_step_
 sqrt_t_prox_sgd_step_ = torch.ops.sparseopt.sqrt_t_prox_sgd_step_
 rda_step_ = torch.ops.sparseopt.rda_step_
+adam_step_ = torch.ops.sparseopt.adam_step_
+hutchinson_diag_ = torch.ops.sparseopt.hutchinson_diag_
+adahessian_step_ = torch.ops.sparseopt.adahessian_step_
 obproxsg_step_ = torch.ops.sparseopt.obproxsg_step_
 pdca_step_ = torch.ops.sparseopt.pdca_step_
 
@@ -166,6 +236,9 @@ __all__ = [
     "prox_sgd_step_",
     "sqrt_t_prox_sgd_step_",
     "rda_step_",
+    "adam_step_",
+    "hutchinson_diag_",
+    "adahessian_step_",
     "obproxsg_step_",
     "pdca_step_",
 ]

@@ -183,8 +183,12 @@ class SparseOptimizer(Optimizer):
         plan = []
         get_state = self.state.get
         strided = torch.strided
+        compiling = torch.compiler.is_compiling()
         for gi, group in enumerate(self.param_groups):
-            self._check_group(group, gi, params=False)
+            if not compiling:
+                # Under torch.compile the ops check their hyperparameters themselves (before
+                # writing anything); Python-side number checks would only break the graph.
+                self._check_group(group, gi, params=False)
             l1_all = group["l1_on"] == "all"
             buckets: dict[tuple[torch.device, bool], Any] = {}
             for i, p in enumerate(group["params"]):
@@ -228,6 +232,11 @@ class SparseOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._update()
+        return loss
+
+    def _update(self) -> None:
+        """The step without the closure: validate, create missing state, run the ops."""
         grad_scale: Tensor | None = getattr(self, "grad_scale", None)
         found_inf: Tensor | None = getattr(self, "found_inf", None)
         for group, buckets in self._plan():
@@ -236,6 +245,8 @@ class SparseOptimizer(Optimizer):
                     if not state:
                         state = states[k] = self.state[params[k]]
                         self._init_state(params[k], state, group)
+                if _has_dtensor(params):
+                    fn = _on_local_shards(fn)
                 self._run(
                     fn,
                     group,
@@ -245,11 +256,14 @@ class SparseOptimizer(Optimizer):
                     _on_device(grad_scale, device),
                     _on_device(found_inf, device),
                 )
-        return loss
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         for gi, group in enumerate(self.param_groups):
+            # A state dict from another optimizer class (torch.optim.Adam's into sparseopt.Adam)
+            # lacks sparseopt's own keys: take them from this optimizer's defaults.
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
             self._check_group(group, gi)
             for i, p in enumerate(group["params"]):
                 state = self.state.get(p)
@@ -261,6 +275,35 @@ class SparseOptimizer(Optimizer):
                     # a copy, so stepping never writes into the caller's state_dict.
                     state["step"] = step.to(device=p.device, dtype=torch.float32, copy=True)
                 self._check_state(group, gi, i, p, state)
+
+
+def _dtensor_type() -> type | None:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # torch built without distributed
+        return None
+    return DTensor
+
+
+def _has_dtensor(params: list[Tensor]) -> bool:
+    dtensor = _dtensor_type()
+    return dtensor is not None and any(isinstance(p, dtensor) for p in params)
+
+
+def _on_local_shards(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run an element-wise op on the local shards of DTensor arguments (FSDP2's parameters,
+    gradients and state): element-wise rules need no communication."""
+    dtensor = _dtensor_type()
+
+    def local(a: Any) -> Any:
+        if isinstance(a, (list, tuple)):
+            return [local(t) for t in a]
+        return a._local_tensor if isinstance(a, dtensor) else a
+
+    def call(*args: Any) -> Any:
+        return fn(*[local(a) for a in args])
+
+    return call
 
 
 def _on_device(t: Tensor | None, device: torch.device) -> Tensor | None:

@@ -6,10 +6,11 @@ and the fallback wherever no native kernel exists (no compiled extension, or a d
 one).
 """
 
+from .adahessian import adahessian_step_, hutchinson_diag_
+from .adam import adam_step_
 from .l1 import prox_sgd_step_, rda_step_, sqrt_t_prox_sgd_step_
 from .obprox_pdca import obproxsg_step_, pdca_step_
 
-__all__ = [
-    "prox_sgd_step_", "sqrt_t_prox_sgd_step_", "rda_step_",
-    "obproxsg_step_", "pdca_step_",
-]  # fmt: skip
+__all__ = ["prox_sgd_step_", "sqrt_t_prox_sgd_step_", "rda_step_", "adam_step_", "hutchinson_diag_",
+           "adahessian_step_"]
+__all__ += ["obproxsg_step_", "pdca_step_"]

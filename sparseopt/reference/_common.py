@@ -27,6 +27,22 @@ def soft_threshold(u: Tensor, a: float) -> Tensor:
     return torch.copysign(torch.clamp_min(u.abs() - a, 0), u)
 
 
+def ieee_sqrt(x: Tensor) -> Tensor:
+    """Correctly rounded square root, as the native kernels compute it.
+
+    torch's vectorised CPU sqrt is sometimes one ulp off. float32: sqrt in float64 rounded to
+    float32 is correctly rounded (float64 carries more than 2*24+2 bits). float64 on the CPU:
+    numpy's sqrt (the hardware instruction). CUDA's sqrt is correctly rounded already.
+    """
+    if x.dtype == torch.float32:
+        return x.double().sqrt().float()
+    if x.dtype == torch.float64 and x.device.type == "cpu":
+        import numpy as np
+
+        return torch.from_numpy(np.sqrt(x.detach().contiguous().numpy()))
+    return x.sqrt()
+
+
 def inv_scale(grad_scale: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     """1/scale as GradScaler computes it (double reciprocal), rounded to the math type."""
     if grad_scale is None:

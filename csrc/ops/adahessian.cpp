@@ -1,0 +1,129 @@
+// AdaHessian as two dispatcher ops (csrc/rules/adahessian.h):
+//   hutchinson_diag_  -- D from z and Hz: |z*Hz|, averaged over a conv weight's spatial taps
+//   adahessian_step_  -- the fused moment update and step (multi-tensor element-wise kernel)
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+
+#include "../common/elementwise.h"
+#include "../rules/adahessian.h"
+
+#ifdef SPARSEOPT_WITH_CUDA
+#include <c10/cuda/CUDAStream.h>
+
+#include "../cuda/hutchinson_launch.h"
+#endif
+
+namespace sparseopt {
+namespace {
+
+void check_ah(const char* op, const char* name, double value, bool ok, const char* accepted) {
+  TORCH_CHECK(std::isfinite(value) && ok, op, ": ", name, " = ", value, " is invalid; accepted: ",
+              accepted);
+}
+
+// Taps per row: a 4-D conv weight (out, in, kh, kw) averages over kh*kw; others are element-wise.
+int64_t row_length(const at::Tensor& t) { return t.dim() == 4 ? t.size(2) * t.size(3) : 1; }
+
+void hutchinson_diag_(at::TensorList diags, at::TensorList zs, at::TensorList hzs, double weight,
+                      bool accumulate) {
+  const char* name = "sparseopt::hutchinson_diag_";
+  check_ah(name, "weight", weight, weight > 0, "a finite float > 0");
+  check_tensor_lists(name, {{"diags", diags}, {"zs", zs}, {"hzs", hzs}}, std::nullopt,
+                     std::nullopt, std::nullopt);
+  for (size_t i = 0; i < diags.size(); ++i) {
+    const at::Tensor& diag = diags[i];
+    if (diag.numel() == 0) continue;
+    // Rows are runs of row_len consecutive elements of the logical (contiguous) layout.
+    const at::Tensor z = zs[i].contiguous();
+    const at::Tensor hz = hzs[i].contiguous();
+    at::Tensor out = diag.is_contiguous() ? diag : diag.contiguous();
+    const int64_t row_len = row_length(diag);
+    const int64_t rows = diag.numel() / row_len;
+    if (diag.is_cuda()) {
+#ifdef SPARSEOPT_WITH_CUDA
+      const c10::DeviceGuard guard(diag.device());
+      cuda::launch_hutchinson_rows(to_cuda_dtype(diag.scalar_type()), z.data_ptr(), hz.data_ptr(),
+                                   out.data_ptr(), rows, row_len, weight, accumulate,
+                                   c10::cuda::getCurrentCUDAStream(diag.device().index()).stream());
+#else
+      TORCH_CHECK(false, name, ": this build of sparseopt has no CUDA kernels");
+#endif
+    } else {
+      TORCH_CHECK(diag.is_cpu(), name, ": no native kernel for device ", diag.device());
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, diag.scalar_type(), "hutchinson_diag_", [&] {
+        using T = at::opmath_type<scalar_t>;
+        const scalar_t* zp = z.data_ptr<scalar_t>();
+        const scalar_t* hp = hz.data_ptr<scalar_t>();
+        scalar_t* dp = out.data_ptr<scalar_t>();
+        const T w = static_cast<T>(weight);
+        at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / row_len), [&](int64_t b, int64_t e) {
+          for (int64_t r = b; r < e; ++r) {
+            const int64_t base = r * row_len;
+            const T mean = rules::hutchinson_row_mean<T>(zp + base, hp + base, row_len);
+            for (int64_t k = 0; k < row_len; ++k) {
+              const T prev = accumulate ? static_cast<T>(dp[base + k]) : T(0);
+              dp[base + k] = static_cast<scalar_t>(prev + w * mean);
+            }
+          }
+        });
+      });
+    }
+    if (!out.is_same(diag)) diag.copy_(out);
+  }
+}
+
+void adahessian_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                      at::TensorList exp_hessian_diag_sqs, at::TensorList hessian_diags,
+                      at::TensorList steps, double lr, double beta1, double beta2, double eps,
+                      double weight_decay, double hessian_power,
+                      const std::optional<at::Tensor>& grad_scale,
+                      const std::optional<at::Tensor>& found_inf) {
+  const char* name = "sparseopt::adahessian_step_";
+  check_ah(name, "lr", lr, lr >= 0, "a finite float >= 0");
+  check_ah(name, "beta1", beta1, beta1 >= 0 && beta1 < 1, "0 <= beta1 < 1");
+  check_ah(name, "beta2", beta2, beta2 >= 0 && beta2 < 1, "0 <= beta2 < 1");
+  check_ah(name, "eps", eps, eps > 0, "a finite float > 0");
+  check_ah(name, "weight_decay", weight_decay, weight_decay >= 0, "a finite float >= 0");
+  check_ah(name, "hessian_power", hessian_power, hessian_power > 0 && hessian_power <= 1,
+           "0 < hessian_power <= 1");
+  using Op = rules::AdaHessianOp;
+  const Op op{lr, beta1, beta2, eps, weight_decay, hessian_power};
+  std::array<NamedList, Op::kDepth> lists;
+  lists[Op::W] = {"params", params};
+  lists[Op::G] = {"grads", grads};
+  lists[Op::M] = {"exp_avgs", exp_avgs};
+  lists[Op::V] = {"exp_hessian_diag_sqs", exp_hessian_diag_sqs};
+  lists[Op::D] = {"hessian_diags", hessian_diags};
+  run_elementwise(name, lists, steps, grad_scale, found_inf, op);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(sparseopt, m) {
+  m.def(
+      "hutchinson_diag_(Tensor(a!)[] diags, Tensor[] zs, Tensor[] hzs, float weight, "
+      "bool accumulate) -> ()");
+  m.def(
+      "adahessian_step_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] exp_avgs, "
+      "Tensor(d!)[] exp_hessian_diag_sqs, Tensor[] hessian_diags, Tensor(e!)[] steps, "
+      "float lr, float beta1, float beta2, float eps, float weight_decay, float hessian_power, "
+      "Tensor? grad_scale=None, Tensor? found_inf=None) -> ()");
+}
+
+TORCH_LIBRARY_IMPL(sparseopt, CPU, m) {
+  m.impl("hutchinson_diag_", &hutchinson_diag_);
+  m.impl("adahessian_step_", &adahessian_step_);
+}
+
+#ifdef SPARSEOPT_WITH_CUDA
+TORCH_LIBRARY_IMPL(sparseopt, CUDA, m) {
+  m.impl("hutchinson_diag_", &hutchinson_diag_);
+  m.impl("adahessian_step_", &adahessian_step_);
+}
+#endif
+
+}  // namespace sparseopt

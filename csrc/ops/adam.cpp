@@ -1,0 +1,87 @@
+// Adam / AdamW as a dispatcher op: adam_step_ (csrc/rules/adam.h), registered for CPU and CUDA.
+#include <torch/library.h>
+
+#include <cmath>
+
+#include "../common/elementwise.h"
+#include "../rules/adam.h"
+
+namespace sparseopt {
+namespace {
+
+void check_adam_hyper(const char* op, const char* name, double value, bool ok,
+                      const char* accepted) {
+  TORCH_CHECK(std::isfinite(value) && ok, op, ": ", name, " = ", value, " is invalid; accepted: ",
+              accepted);
+}
+
+template <bool kAmsgrad, rules::WeightDecay kWd>
+void run_adam(const char* name, at::TensorList params, at::TensorList grads,
+              at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
+              at::TensorList max_exp_avg_sqs, at::TensorList steps, const rules::AdamOp<kAmsgrad, kWd>& op,
+              const std::optional<at::Tensor>& grad_scale,
+              const std::optional<at::Tensor>& found_inf) {
+  using Op = rules::AdamOp<kAmsgrad, kWd>;
+  std::array<NamedList, Op::kDepth> lists;
+  lists[Op::W] = {"params", params};
+  lists[Op::G] = {"grads", grads};
+  lists[Op::M] = {"exp_avgs", exp_avgs};
+  lists[Op::V] = {"exp_avg_sqs", exp_avg_sqs};
+  if constexpr (kAmsgrad) lists[Op::kDepth - 1] = {"max_exp_avg_sqs", max_exp_avg_sqs};
+  run_elementwise(name, lists, steps, grad_scale, found_inf, op);
+}
+
+void adam_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs,
+                at::TensorList steps, double lr, double beta1, double beta2, double eps,
+                double weight_decay, bool amsgrad, bool maximize, bool decoupled_weight_decay,
+                double l1, const std::optional<at::Tensor>& grad_scale,
+                const std::optional<at::Tensor>& found_inf) {
+  const char* name = "sparseopt::adam_step_";
+  check_adam_hyper(name, "lr", lr, lr >= 0, "a finite float >= 0");
+  check_adam_hyper(name, "beta1", beta1, beta1 >= 0 && beta1 < 1, "0 <= beta1 < 1");
+  check_adam_hyper(name, "beta2", beta2, beta2 >= 0 && beta2 < 1, "0 <= beta2 < 1");
+  check_adam_hyper(name, "eps", eps, eps > 0, "a finite float > 0");
+  check_adam_hyper(name, "weight_decay", weight_decay, weight_decay >= 0, "a finite float >= 0");
+  check_adam_hyper(name, "l1", l1, l1 >= 0, "a finite float >= 0");
+  TORCH_CHECK(amsgrad || max_exp_avg_sqs.empty() || params.empty(), name,
+              ": max_exp_avg_sqs must be empty when amsgrad is False (got ",
+              max_exp_avg_sqs.size(), ")");
+  using WD = rules::WeightDecay;
+  const WD wd = weight_decay == 0 ? WD::kNone : decoupled_weight_decay ? WD::kDecoupled : WD::kL2;
+  auto go = [&](auto ams, auto wdc) {
+    constexpr bool A = decltype(ams)::value;
+    constexpr WD W = decltype(wdc)::value;
+    const rules::AdamOp<A, W> op{lr, beta1, beta2, eps, weight_decay, l1, maximize};
+    run_adam<A, W>(name, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, op,
+                   grad_scale, found_inf);
+  };
+  auto with_wd = [&](auto ams) {
+    switch (wd) {
+      case WD::kNone: go(ams, std::integral_constant<WD, WD::kNone>{}); break;
+      case WD::kL2: go(ams, std::integral_constant<WD, WD::kL2>{}); break;
+      case WD::kDecoupled: go(ams, std::integral_constant<WD, WD::kDecoupled>{}); break;
+    }
+  };
+  if (amsgrad) with_wd(std::true_type{});
+  else with_wd(std::false_type{});
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(sparseopt, m) {
+  m.def(
+      "adam_step_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] exp_avgs, "
+      "Tensor(d!)[] exp_avg_sqs, Tensor(e!)[] max_exp_avg_sqs, Tensor(f!)[] steps, float lr, "
+      "float beta1, float beta2, float eps, float weight_decay, bool amsgrad, bool maximize, "
+      "bool decoupled_weight_decay, float l1, Tensor? grad_scale=None, "
+      "Tensor? found_inf=None) -> ()");
+}
+
+TORCH_LIBRARY_IMPL(sparseopt, CPU, m) { m.impl("adam_step_", &adam_step_); }
+
+#ifdef SPARSEOPT_WITH_CUDA
+TORCH_LIBRARY_IMPL(sparseopt, CUDA, m) { m.impl("adam_step_", &adam_step_); }
+#endif
+
+}  // namespace sparseopt

@@ -1,0 +1,92 @@
+// AdaHessian (docs/algorithms.md section 9; Yao et al. 2020) with the Hutchinson diagonal.
+//
+// Two fused passes per step. The first forms the Hessian-diagonal estimate from a Rademacher
+// probe z and the Hessian-vector product Hz (computed by autograd), per row of `row_len`
+// elements (the kernel's spatial taps of a conv weight; 1 for any other parameter):
+//
+//   D[row] <- (accumulate ? D[row] : 0) + weight * (sum_k |z_k * Hz_k|) / row_len
+//
+// (weight = 1/n_samples averages several probes). The second is the element-wise update:
+//
+//   m <- b1*m + (1-b1)*g;   v <- b2*v + (1-b2)*D*D
+//   denom = (sqrt(v) / sqrt(1-b2^t))^k + eps              (k = hessian_power; k = 1: no pow)
+//   w <- w - (lr * (m / (1-b1^t))) / denom - (lr*wd) * w
+#pragma once
+
+#include <cstdint>
+
+#include "common.h"
+
+namespace sparseopt {
+namespace rules {
+
+C10_HOST_DEVICE inline float sqrt_f_(float x) {
+#ifdef __CUDA_ARCH__
+  return sqrtf(x);
+#else
+  return std::sqrt(x);
+#endif
+}
+C10_HOST_DEVICE inline double sqrt_f_(double x) { return sqrt_(x); }
+
+// x^k for x >= 0 computed in double and rounded once (so the reference, which does the same,
+// agrees to the last bit whichever libm evaluates it).
+template <typename T>
+C10_HOST_DEVICE inline T pow_k_(T x, double k) {
+#ifdef __CUDA_ARCH__
+  return T(::pow(double(x), k));
+#else
+  return T(std::pow(double(x), k));
+#endif
+}
+
+// One row of the Hutchinson pass (opmath T): the mean of |z*hz| over the row.
+template <typename T, typename S>
+C10_HOST_DEVICE inline T hutchinson_row_mean(const S* z, const S* hz, int64_t row_len) {
+  T sum = T(0);
+  for (int64_t k = 0; k < row_len; ++k) sum = sum + abs_(T(z[k]) * T(hz[k]));
+  return sum / T(row_len);
+}
+
+struct AdaHessianOp {
+  enum Slot { W = 0, G = 1, M = 2, V = 3, D = 4 };
+  static constexpr int kDepth = 5;
+  static constexpr int kGrad = G;
+  static constexpr unsigned kWrites = (1u << W) | (1u << M) | (1u << V);
+  static constexpr bool kUsesStep = true;
+
+  double lr, beta1, beta2, eps, weight_decay, hessian_power;
+
+  template <typename T>
+  struct Coeffs {
+    T b1, one_minus_b1, b2, one_minus_b2, bc1, bc2_sqrt, lr, lr_wd, eps;
+    double k;
+  };
+
+  template <typename T>
+  C10_HOST_DEVICE Coeffs<T> coeffs(double step) const {
+#ifdef __CUDA_ARCH__
+    const double bc1 = 1 - ::pow(beta1, step), bc2 = 1 - ::pow(beta2, step);
+#else
+    const double bc1 = 1 - std::pow(beta1, step), bc2 = 1 - std::pow(beta2, step);
+#endif
+    return {T(beta1), T(1 - beta1), T(beta2), T(1 - beta2), T(bc1), T(sqrt_(bc2)), T(lr),
+            T(lr * weight_decay), T(eps), hessian_power};
+  }
+
+  template <typename T>
+  C10_HOST_DEVICE void operator()(T (&v)[kDepth], const Coeffs<T>& c) const {
+    const T g = v[G];
+    const T m = c.b1 * v[M] + c.one_minus_b1 * g;
+    const T sq = c.b2 * v[V] + c.one_minus_b2 * (v[D] * v[D]);
+    T base = sqrt_f_(sq) / c.bc2_sqrt;
+    if (c.k != 1.0) base = pow_k_(base, c.k);
+    const T denom = base + c.eps;
+    v[W] = v[W] - (c.lr * (m / c.bc1)) / denom - c.lr_wd * v[W];
+    v[M] = m;
+    v[V] = sq;
+  }
+};
+
+}  // namespace rules
+}  // namespace sparseopt

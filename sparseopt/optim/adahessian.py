@@ -1,0 +1,222 @@
+"""AdaHessian (Yao et al. 2020): Adam with the Hutchinson estimate of the Hessian diagonal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .. import ops
+from ._base import SparseOptimizer, check_real, new_step
+from .prox_sgd import Params
+
+
+class AdaHessian(SparseOptimizer):
+    r"""AdaHessian: Adam's second moment built from the Hessian diagonal instead of ``g^2``.
+
+    Call ``loss.backward(create_graph=True)`` before :meth:`step`. The step draws Rademacher
+    probes ``z`` (``n_samples`` of them), gets ``Hz`` with one ``torch.autograd.grad`` over all
+    parameters, and runs two fused ops: ``hutchinson_diag_`` (``D = |z * Hz|``, averaged over
+    the spatial taps of 4-D conv weights and over the probes) and ``adahessian_step_``:
+
+    .. math::
+        m \leftarrow \beta_1 m + (1-\beta_1) g,\quad v \leftarrow \beta_2 v + (1-\beta_2) D^2,
+        \quad w \leftarrow w - \mathrm{lr}\,\frac{m/(1-\beta_1^t)}
+        {(\sqrt{v}/\sqrt{1-\beta_2^t})^k + \epsilon} - \mathrm{lr}\,\mathrm{wd}\,w
+
+    The step then detaches the gradients, which frees the double-backward graph.
+
+    Args:
+        params: parameters or parameter groups.
+        lr: learning rate (>= 0, default 0.15).
+        betas: ``(beta1, beta2)``, each in [0, 1).
+        eps: > 0 (default 1e-4).
+        weight_decay: decoupled weight decay ``lr * wd * w`` (>= 0).
+        hessian_power: ``k`` in (0, 1] (default 1).
+        update_each: recompute ``D`` every this many steps and reuse it in between (>= 1); only
+            those steps need ``create_graph=True``.
+        n_samples: Rademacher probes averaged per estimate (>= 1).
+        seed: seed of the probes' generator (one per device; Philox on CUDA). ``None`` draws
+            it from torch's global generator, so ``torch.manual_seed`` makes runs repeatable.
+            The generator state is part of ``state_dict()``.
+        backend: ``"auto"``, ``"native"`` or ``"reference"``.
+
+    Not supported with ``torch.amp.GradScaler`` (the Hessian-vector product would see the
+    scaled loss); train in bf16 autocast without a scaler instead.
+    """
+
+    op_name = "adahessian_step_"
+    _step_supports_amp_scaling = False
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float = 0.15,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-4,
+        weight_decay: float = 0.0,
+        hessian_power: float = 1.0,
+        update_each: int = 1,
+        n_samples: int = 1,
+        seed: int | None = None,
+        *,
+        backend: str = "auto",
+    ) -> None:
+        for name, value in (("update_each", update_each), ("n_samples", n_samples)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"AdaHessian: invalid {name} = {value!r}; accepted: an int >= 1")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"AdaHessian: invalid seed = {seed!r}; accepted: None or an int")
+        defaults = dict(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, hessian_power=hessian_power,
+            l1_on="weights", backend=backend,
+        )  # fmt: skip
+        super().__init__(params, defaults)
+        self.update_each = update_each
+        self.n_samples = n_samples
+        self.seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else seed
+        self._generators: dict[torch.device, torch.Generator] = {}
+        self._generator_states: dict[str, Tensor] = {}
+        self._hessian_steps = 0
+
+    def _check_hyperparameters(self, group: dict[str, Any]) -> None:
+        owner = self._owner
+        check_real(owner, "lr", group["lr"], low=0)
+        betas = group["betas"]
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"{owner}: betas must be a pair (beta1, beta2), got {betas!r}")
+        check_real(owner, "betas[0]", betas[0], low=0, high=1)
+        check_real(owner, "betas[1]", betas[1], low=0, high=1)
+        check_real(owner, "eps", group["eps"], low=0, low_inclusive=False)
+        check_real(owner, "weight_decay", group["weight_decay"], low=0)
+        check_real(owner, "hessian_power", group["hessian_power"], low=0, low_inclusive=False,
+                   high=1, high_inclusive=True)
+
+    def _init_state(self, param: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        state["step"] = new_step(param)
+        state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["exp_hessian_diag_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["hessian_diag"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+
+    # -- the Hutchinson probe ----------------------------------------------------------------
+    def _generator(self, device: torch.device) -> torch.Generator:
+        gen = self._generators.get(device)
+        if gen is None:
+            gen = torch.Generator(device=device)
+            saved = self._generator_states.pop(str(device), None)
+            if saved is not None:
+                gen.set_state(saved)
+            else:
+                gen.manual_seed(self.seed)
+            self._generators[device] = gen
+        return gen
+
+    def _rademacher(self, p: Tensor) -> Tensor:
+        z = torch.randint(0, 2, p.shape, generator=self._generator(p.device), device=p.device,
+                          dtype=p.dtype)
+        return z.mul_(2).sub_(1)
+
+    def _update_hessian_diag(self, params: list[Tensor]) -> None:
+        grads = [p.grad for p in params]
+        diags = []
+        for p in params:
+            state = self.state[p]
+            if not state:
+                self._init_state(p, state, self._group_of(p))
+            diags.append(state["hessian_diag"])
+        by_device: dict[tuple[torch.device, str], list[int]] = {}
+        for i, p in enumerate(params):
+            backend = self._group_of(p)["backend"]
+            by_device.setdefault((p.device, backend), []).append(i)
+        for k in range(self.n_samples):
+            zs = [self._rademacher(p) for p in params]
+            with torch.enable_grad():
+                hzs = torch.autograd.grad(grads, params, grad_outputs=zs,
+                                          retain_graph=k < self.n_samples - 1)
+            for (device, backend), idx in by_device.items():
+                fn = ops.resolve("hutchinson_diag_", device, backend)
+                fn([diags[i] for i in idx], [zs[i] for i in idx], [hzs[i] for i in idx],
+                   1.0 / self.n_samples, k > 0)
+
+    def _group_of(self, p: Tensor) -> dict[str, Any]:
+        for group in self.param_groups:
+            if any(q is p for q in group["params"]):
+                return group
+        raise KeyError("parameter not in this optimizer")
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """One AdaHessian step; call ``loss.backward(create_graph=True)`` first (or pass a
+        closure that does)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._plan()  # every check of the update runs before the Hessian pass writes state
+        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if self._hessian_steps % self.update_each == 0 and params:
+            missing = [i for i, p in enumerate(params) if p.grad.grad_fn is None]
+            if missing:
+                raise RuntimeError(
+                    "AdaHessian.step() needs the graph of the gradients to compute Hessian-vector "
+                    "products, but the gradient of parameter "
+                    f"{missing[0]} (shape {list(params[missing[0]].shape)}) has none. Call "
+                    "loss.backward(create_graph=True) before opt.step() (and the same inside a "
+                    "closure)."
+                )
+            self._update_hessian_diag(params)
+        self._hessian_steps += 1
+        for p in params:  # free the double-backward graph
+            p.grad = p.grad.detach()
+        self._update()
+        return loss
+
+    def _run(
+        self,
+        fn: Callable[..., Any],
+        group: dict[str, Any],
+        params: list[Tensor],
+        states: list[dict[str, Any]],
+        covered: bool,
+        grad_scale: Tensor | None,
+        found_inf: Tensor | None,
+    ) -> None:
+        beta1, beta2 = group["betas"]
+        fn(
+            params,
+            [p.grad for p in params],
+            [s["exp_avg"] for s in states],
+            [s["exp_hessian_diag_sq"] for s in states],
+            [s["hessian_diag"] for s in states],
+            [s["step"] for s in states],
+            float(group["lr"]),
+            float(beta1),
+            float(beta2),
+            float(group["eps"]),
+            float(group["weight_decay"]),
+            float(group["hessian_power"]),
+            grad_scale,
+            found_inf,
+        )
+
+    # -- checkpointing: the probe generator and the Hessian-step count -----------------------
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        states = dict(self._generator_states)
+        states.update({str(d): g.get_state() for d, g in self._generators.items()})
+        sd["adahessian"] = dict(seed=self.seed, hessian_steps=self._hessian_steps,
+                                update_each=self.update_each, n_samples=self.n_samples,
+                                generator_states=states)
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("adahessian", None)
+        super().load_state_dict(state_dict)
+        if extra is not None:
+            self.seed = extra["seed"]
+            self._hessian_steps = extra["hessian_steps"]
+            self._generators = {}
+            self._generator_states = {k: v.clone() for k, v in extra["generator_states"].items()}

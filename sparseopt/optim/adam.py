@@ -1,0 +1,165 @@
+"""Adam and AdamW as one fused multi-tensor kernel per parameter group, drop-in for torch's."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._base import SparseOptimizer, check_real, new_step
+from .prox_sgd import Params
+
+
+class Adam(SparseOptimizer):
+    r"""Adam (Kingma & Ba) with torch.optim.Adam's signature, defaults and state layout.
+
+    fp32 results equal ``torch.optim.Adam(foreach=False)`` bit for bit on the CPU (the kernel
+    performs torch's operations in torch's order, fused multiply-adds included), and the state
+    dicts are interchangeable: a torch Adam state loads into this class and back.
+
+    .. math::
+        m \leftarrow \beta_1 m + (1-\beta_1) g,\quad v \leftarrow \beta_2 v + (1-\beta_2) g^2,
+        \quad w \leftarrow w - \frac{\mathrm{lr}}{1-\beta_1^t}\,
+        \frac{m}{\sqrt{v}/\sqrt{1-\beta_2^t} + \epsilon}
+
+    With ``l1 > 0`` the step is followed by the l1 prox ``w <- soft(w, lr * l1)`` on the
+    parameters ``l1_on`` selects, which gives exact zeros (the prox of Adam's step is an
+    approximation of l1-regularised Adam, not a method from a paper).
+
+    Args:
+        params: parameters or parameter groups.
+        lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay: as in
+            :class:`torch.optim.Adam` (``lr`` a float).
+        foreach, fused, capturable: accepted for compatibility; sparseopt always runs its fused
+            kernel, which keeps step counters on the parameters' device and never synchronises
+            with the host (CUDA-graph capturable).
+        differentiable: must be False (not supported).
+        l1: optional l1 weight for the prox after each step (>= 0, default 0).
+        l1_on: ``"weights"`` (dim > 1, default) or ``"all"``.
+        backend: ``"auto"``, ``"native"`` or ``"reference"``.
+    """
+
+    op_name = "adam_step_"
+    _decoupled_default = False
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool | None = None,
+        l1: float = 0.0,
+        l1_on: str = "weights",
+        backend: str = "auto",
+    ) -> None:
+        if decoupled_weight_decay is None:
+            decoupled_weight_decay = self._decoupled_default
+        defaults = dict(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+            maximize=maximize, foreach=foreach, capturable=capturable,
+            differentiable=differentiable, fused=fused,
+            decoupled_weight_decay=decoupled_weight_decay, l1=l1, l1_on=l1_on, backend=backend,
+        )  # fmt: skip
+        super().__init__(params, defaults)
+
+    def _check_hyperparameters(self, group: dict[str, Any]) -> None:
+        owner = self._owner
+        check_real(owner, "lr", group["lr"], low=0)
+        betas = group["betas"]
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"{owner}: betas must be a pair (beta1, beta2), got {betas!r}")
+        check_real(owner, "betas[0]", betas[0], low=0, high=1)
+        check_real(owner, "betas[1]", betas[1], low=0, high=1)
+        check_real(owner, "eps", group["eps"], low=0, low_inclusive=False)
+        check_real(owner, "weight_decay", group["weight_decay"], low=0)
+        check_real(owner, "l1", group["l1"], low=0)
+        for flag in ("amsgrad", "maximize", "decoupled_weight_decay"):
+            if not isinstance(group[flag], bool):
+                raise ValueError(f"{owner}: {flag} must be a bool, got {group[flag]!r}")
+        if group["differentiable"]:
+            raise ValueError(f"{owner}: differentiable=True is not supported; accepted: False")
+
+    def _init_state(self, param: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        state["step"] = new_step(param)
+        state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        if group["amsgrad"]:
+            state["max_exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+
+    def _run(
+        self,
+        fn: Callable[..., Any],
+        group: dict[str, Any],
+        params: list[Tensor],
+        states: list[dict[str, Any]],
+        covered: bool,
+        grad_scale: Tensor | None,
+        found_inf: Tensor | None,
+    ) -> None:
+        amsgrad = group["amsgrad"]
+        if amsgrad:
+            for p, s in zip(params, states):
+                if "max_exp_avg_sq" not in s:  # amsgrad switched on after the first steps
+                    s["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        beta1, beta2 = group["betas"]
+        fn(
+            params,
+            [p.grad for p in params],
+            [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states],
+            [s["max_exp_avg_sq"] for s in states] if amsgrad else [],
+            [s["step"] for s in states],
+            float(group["lr"]),
+            float(beta1),
+            float(beta2),
+            float(group["eps"]),
+            float(group["weight_decay"]),
+            amsgrad,
+            group["maximize"],
+            group["decoupled_weight_decay"],
+            float(group["l1"]) if covered else 0.0,
+            grad_scale,
+            found_inf,
+        )
+
+
+class AdamW(Adam):
+    """AdamW: :class:`Adam` with decoupled weight decay ``w <- w (1 - lr wd)`` and torch's
+    AdamW defaults (``weight_decay=1e-2``). Equal to ``torch.optim.AdamW(foreach=False)``."""
+
+    _decoupled_default = True
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        l1: float = 0.0,
+        l1_on: str = "weights",
+        backend: str = "auto",
+    ) -> None:
+        super().__init__(
+            params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
+            capturable=capturable, differentiable=differentiable, fused=fused,
+            decoupled_weight_decay=True, l1=l1, l1_on=l1_on, backend=backend,
+        )  # fmt: skip
