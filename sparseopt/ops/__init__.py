@@ -39,12 +39,39 @@ SCHEMAS: dict[str, str] = {
         "Tensor(d!)[] steps, float lr, float l1, float gamma, bool retrain, int retrain_after, "
         "Tensor? grad_scale=None, Tensor? found_inf=None) -> ()"
     ),
+    "csr_pointwise_conv2d": (
+        "(Tensor x, Tensor row_ptr, Tensor col_idx, Tensor values, Tensor? bias=None) -> Tensor"
+    ),
+    "sparse_depthwise_conv2d": (
+        "(Tensor x, Tensor tap_ptr, Tensor tap_idx, Tensor values, Tensor? bias, "
+        "int[2] kernel_size, int[2] stride=1, int[2] padding=0) -> Tensor"
+    ),
 }
 
 REFERENCES: dict[str, Callable[..., Any]] = {
     "prox_sgd_step_": _reference.prox_sgd_step_,
     "sqrt_t_prox_sgd_step_": _reference.sqrt_t_prox_sgd_step_,
     "rda_step_": _reference.rda_step_,
+    "csr_pointwise_conv2d": _reference.csr_pointwise_conv2d,
+    "sparse_depthwise_conv2d": _reference.sparse_depthwise_conv2d,
+}
+
+# Fake kernels of the ops that return tensors (the in-place optimizer ops use _fake below).
+FAKES: dict[str, Callable[..., Any]] = {
+    "csr_pointwise_conv2d": _reference.sparse_conv.csr_pointwise_conv2d_fake,
+    "sparse_depthwise_conv2d": _reference.sparse_conv.sparse_depthwise_conv2d_fake,
+}
+
+# Autograd formulas (backward, setup_context) of the differentiable ops.
+AUTOGRAD: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
+    "csr_pointwise_conv2d": (
+        _reference.sparse_conv.pointwise_backward,
+        _reference.sparse_conv.pointwise_setup_context,
+    ),
+    "sparse_depthwise_conv2d": (
+        _reference.sparse_conv.depthwise_backward,
+        _reference.sparse_conv.depthwise_setup_context,
+    ),
 }
 
 _load_error: str | None = None
@@ -79,12 +106,15 @@ def _register(name: str, schema: str, reference: Callable[..., Any]) -> None:
     if _C is None:
         _lib.define(name + schema)
     qualname = f"sparseopt::{name}"
-    torch.library.register_fake(qualname, _fake, lib=_lib)
+    torch.library.register_fake(qualname, FAKES.get(name, _fake), lib=_lib)
     torch.library.register_kernel(qualname, None, reference, lib=_lib)
 
 
 for _name, _schema in SCHEMAS.items():
     _register(_name, _schema, REFERENCES[_name])
+
+for _name, (_backward, _setup) in AUTOGRAD.items():
+    torch.library.register_autograd(f"sparseopt::{_name}", _backward, setup_context=_setup, lib=_lib)
 
 
 def native_available() -> bool:
@@ -141,6 +171,8 @@ def resolve(name: str, device: torch.device, backend: str) -> Callable[..., Any]
 prox_sgd_step_ = torch.ops.sparseopt.prox_sgd_step_
 sqrt_t_prox_sgd_step_ = torch.ops.sparseopt.sqrt_t_prox_sgd_step_
 rda_step_ = torch.ops.sparseopt.rda_step_
+csr_pointwise_conv2d = torch.ops.sparseopt.csr_pointwise_conv2d
+sparse_depthwise_conv2d = torch.ops.sparseopt.sparse_depthwise_conv2d
 
 __all__ = [
     "SCHEMAS",
@@ -152,4 +184,8 @@ __all__ = [
     "prox_sgd_step_",
     "sqrt_t_prox_sgd_step_",
     "rda_step_",
+    "csr_pointwise_conv2d",
+    "sparse_depthwise_conv2d",
+    "FAKES",
+    "AUTOGRAD",
 ]

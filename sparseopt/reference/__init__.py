@@ -6,6 +6,15 @@ and the fallback wherever no native kernel exists (no compiled extension, or a d
 one).
 """
 
+from . import sparse_conv
 from .l1 import prox_sgd_step_, rda_step_, sqrt_t_prox_sgd_step_
+from .sparse_conv import csr_pointwise_conv2d, sparse_depthwise_conv2d
 
-__all__ = ["prox_sgd_step_", "sqrt_t_prox_sgd_step_", "rda_step_"]
+__all__ = [
+    "prox_sgd_step_",
+    "sqrt_t_prox_sgd_step_",
+    "rda_step_",
+    "sparse_conv",
+    "csr_pointwise_conv2d",
+    "sparse_depthwise_conv2d",
+]
