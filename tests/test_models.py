@@ -123,3 +123,29 @@ def test_sparse_mobilenet_trains_and_keeps_its_zeros():
         dense_out = model(x)
         sparseopt.nn.compress(model)
         torch.testing.assert_close(model(x), dense_out, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_fold_batchnorm_preserves_output_and_zeros(sparse):
+    torch.manual_seed(0)
+    model = mobilenet_v1(width_mult=0.25, input_size=32)
+    _randomize_bn_(model)
+    if sparse:
+        sparsify(model)
+        _random_prune_(model, 0.7)
+    model.eval()
+    zeros = {n: (p == 0).clone() for n, p in model.named_parameters() if p.dim() == 4}
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+        sparseopt.nn.fold_batchnorm(model)
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+        torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
+        for n, p in model.named_parameters():
+            if n in zeros:
+                assert torch.all(p[zeros[n]] == 0)
+        if sparse:
+            compress(model)
+            torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(RuntimeError, match="call model.eval"):
+        sparseopt.nn.fold_batchnorm(mobilenet_v1(width_mult=0.25).train())

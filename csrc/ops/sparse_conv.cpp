@@ -78,10 +78,19 @@ void check_ptr_idx(const char* op, const char* ptr_name, const at::Tensor& ptr,
   }
   TORCH_CHECK(p[rows] == idx.numel(), op, ": ", ptr_name, "[-1] = ", p[rows], " must equal the ",
               "number of nonzeros ", idx.numel(), " (the length of ", idx_name, ")");
+  // One vectorised counting pass (this runs on every call, so it must stay cheap next to the
+  // convolution); the first offender is looked up only to word the error.
   const int32_t* q = idx.data_ptr<int32_t>();
-  for (int64_t k = 0; k < idx.numel(); ++k) {
-    TORCH_CHECK(q[k] >= 0 && q[k] < idx_limit, op, ": ", idx_name, "[", k, "] = ", q[k],
-                " is out of range [0, ", idx_limit, ")");
+  const int64_t nnz = idx.numel();
+  const uint32_t limit = static_cast<uint32_t>(idx_limit);
+  int64_t bad = 0;
+#pragma omp simd reduction(+ : bad)
+  for (int64_t k = 0; k < nnz; ++k) bad += static_cast<uint32_t>(q[k]) >= limit ? 1 : 0;
+  if (bad != 0) {
+    for (int64_t k = 0; k < nnz; ++k) {
+      TORCH_CHECK(q[k] >= 0 && q[k] < idx_limit, op, ": ", idx_name, "[", k, "] = ", q[k],
+                  " is out of range [0, ", idx_limit, ")");
+    }
   }
 }
 

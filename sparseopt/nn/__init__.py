@@ -15,6 +15,7 @@ from .sparse_conv import (
     SparsePointwiseConv2d,
     compress,
     decompress,
+    fold_batchnorm,
     is_depthwise_eligible,
     is_pointwise_eligible,
     sparsify,
@@ -29,6 +30,7 @@ __all__ = [
     "compress",
     "decompress",
     "update_masks",
+    "fold_batchnorm",
     "is_pointwise_eligible",
     "is_depthwise_eligible",
 ]

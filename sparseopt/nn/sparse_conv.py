@@ -36,6 +36,7 @@ __all__ = [
     "compress",
     "decompress",
     "update_masks",
+    "fold_batchnorm",
     "is_pointwise_eligible",
     "is_depthwise_eligible",
 ]
@@ -464,4 +465,46 @@ def update_masks(model: nn.Module) -> nn.Module:
     """Call :meth:`update_mask` on every sparse layer of ``model`` and return ``model``."""
     for m in _sparse_layers(model):
         m.update_mask()
+    return model
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Inference transform: fold every eval-mode ``BatchNorm2d`` that directly follows a
+    convolution (``nn.Conv2d`` or a sparse layer) inside an ``nn.Sequential`` into that
+    convolution's weight and bias, and replace the BatchNorm by ``nn.Identity``. Returns ``model``.
+
+    ``w[o] *= gamma[o] / sqrt(var[o] + eps)``, ``b[o] = beta[o] + (b[o] - mean[o]) * scale[o]``: a
+    per-output-channel scale, so exact zeros (and masks) are preserved. Applies to dense and
+    sparse models alike (the benchmark folds both sides). Raises if a BatchNorm to fold is in
+    training mode (its batch statistics cannot be folded).
+    """
+    for module in model.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        names = list(module._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = module._modules[a], module._modules[b]
+            if not (isinstance(conv, (nn.Conv2d, _SparseConv2d)) and type(bn) is nn.BatchNorm2d):
+                continue
+            if isinstance(conv, nn.Conv2d) and conv.out_channels != bn.num_features:
+                continue
+            if bn.training:
+                raise RuntimeError(
+                    "fold_batchnorm: a BatchNorm2d is in training mode; call model.eval() first"
+                )
+            var = bn.running_var if bn.running_var is not None else torch.ones_like(bn.weight)
+            mean = bn.running_mean if bn.running_mean is not None else torch.zeros_like(bn.weight)
+            scale = torch.rsqrt(var + bn.eps)
+            if bn.weight is not None:
+                scale = scale * bn.weight
+            shift = -mean * scale
+            if bn.bias is not None:
+                shift = shift + bn.bias
+            conv.weight.mul_(scale.reshape(-1, 1, 1, 1).to(conv.weight.dtype))
+            if conv.bias is None:
+                conv.bias = nn.Parameter(shift.to(conv.weight.dtype).clone())
+            else:
+                conv.bias.mul_(scale.to(conv.bias.dtype)).add_(shift.to(conv.bias.dtype))
+            module._modules[b] = nn.Identity()
     return model
