@@ -310,7 +310,8 @@ def test_layer_gradcheck_fp64(case, gen):
 
     assert torch.autograd.gradcheck(f, (x, *params), fast_mode=True)
     # and the compressed path differentiates with respect to the input
-    layer.compress()
+    layer.compress(dense_threshold=1.0)
+    assert layer.kernel == "sparse"
     assert torch.autograd.gradcheck(layer, (x,), fast_mode=True)
 
 
@@ -353,7 +354,7 @@ def test_compressed_equals_dense(case, sparsity, dtype, gen):
     x = randn(n, layer.in_channels, h, w, gen=gen, dtype=dtype)
     with torch.no_grad():
         expected = layer(x)
-        layer.eval().compress()
+        layer.eval().compress(dense_threshold=1.0)  # the sparse kernel at every density
         assert layer.compressed and layer.kernel == "sparse"
         assert layer._values.numel() == int((layer.weight != 0).sum())
         out = layer(x)
@@ -376,8 +377,19 @@ def test_dense_fallback_and_half(gen):
     torch.testing.assert_close(half(x.bfloat16()).float(), expected, rtol=5e-2, atol=5e-2)
 
 
+@pytest.mark.parametrize("sparsity,kernel", [(0.0, "dense"), (0.5, "dense"), (0.9, "sparse"), (1.0, "sparse")])
+def test_default_dense_fallback_threshold(sparsity, kernel, gen):
+    for layer in (make_pointwise(16, 16, sparsity, gen), make_depthwise(16, 3, 1, 1, sparsity, gen)):
+        x = randn(2, 16, 6, 6, gen=gen)
+        expected = layer(x).detach()
+        layer.compress()
+        assert layer.kernel == kernel
+        assert (layer.density() > sparseopt.nn.DENSE_FALLBACK_DENSITY[layer._kind]) == (kernel == "dense")
+        torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_compressed_layer_follows_weight_changes(gen):
-    layer = make_depthwise(4, 3, 1, 1, 0.5, gen).compress()
+    layer = make_depthwise(4, 3, 1, 1, 0.5, gen).compress(dense_threshold=1.0)
     x = randn(2, 4, 6, 6, gen=gen)
     with torch.no_grad():
         layer.weight.mul_(2)
@@ -402,7 +414,7 @@ def test_layer_inputs_channels_last_and_noncontiguous(gen):
         for inp in (x, xs):
             expected = dense_conv(layer, inp, layer.weight * layer.mask).detach()
             torch.testing.assert_close(layer(inp).detach(), expected)
-            layer.compress()
+            layer.compress(dense_threshold=1.0)
             torch.testing.assert_close(layer(inp).detach(), expected)
             layer.decompress()
 
