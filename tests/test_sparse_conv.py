@@ -89,6 +89,8 @@ DW_CASES = [  # (N, C, H, W, kernel, stride, padding)
     (1, 8, 3, 3, (3, 3), (1, 1), (2, 2)),  # padding larger than needed: border taps fall out
     (2, 4, 1, 1, (3, 3), (1, 1), (1, 1)),
     (1, 3, 40, 37, (3, 3), (1, 1), (1, 1)),
+    (2, 3, 6, 60, (3, 3), (1, 1), (1, 1)),  # 4 AVX-512 vectors per output row
+    (1, 3, 5, 70, (5, 5), (1, 1), (2, 2)),  # wider than the vector-row kernel: the row loop
 ]
 
 
@@ -96,7 +98,7 @@ DW_CASES = [  # (N, C, H, W, kernel, stride, padding)
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("sparsity", SPARSITIES)
 @pytest.mark.parametrize("case", DW_CASES, ids=lambda c: "-".join(map(str, c)).replace(" ", ""))
-def test_depthwise_op_matches_conv2d(device, dtype, sparsity, case, gen):
+def test_depthwise_op_matches_conv2d(device, dtype, sparsity, case, isa, gen):
     n, c, h, w, k, s, p = case
     x = randn(n, c, h, w, gen=gen, dtype=dtype, device=device)
     weight = prune_(randn(c, 1, *k, gen=gen, dtype=dtype, device=device), sparsity, gen)

@@ -128,6 +128,46 @@ __attribute__((target("avx512f"))) void pointwise_item_avx512(
 }
 #endif
 
+#if SPARSEOPT_HAVE_AVX512_PATH
+// One nonzero tap of a depthwise filter for the AVX-512 row kernel: its row offset, weight, and
+// per output vector the lanes (output columns) where it reads inside the input row.
+struct VecTap {
+  int64_t ky, off;
+  float w;
+  __mmask16 lanes[4];
+};
+
+// Depthwise plane, stride 1 along the width, OW <= 16 * NV: each output row is NV registers;
+// each tap adds one masked load + FMA per register (masked-out lanes are never read, so the
+// shifted pointer may start before the row).
+template <int NV>
+__attribute__((target("avx512f"))) void depthwise_plane_avx512(
+    const float* xp, float* op, const VecTap* taps, int64_t ntaps, float bias, int64_t H,
+    int64_t W, int64_t OH, int64_t OW, int64_t sh, int64_t ph) {
+  __mmask16 out_mask[NV];
+  for (int j = 0; j < NV; ++j) {
+    const int64_t n = std::min<int64_t>(16, std::max<int64_t>(0, OW - 16 * j));
+    out_mask[j] = static_cast<__mmask16>((1u << n) - 1u);
+  }
+  const __m512 b = _mm512_set1_ps(bias);
+  for (int64_t oy = 0; oy < OH; ++oy) {
+    __m512 acc[NV];
+    for (int j = 0; j < NV; ++j) acc[j] = b;
+    for (int64_t t = 0; t < ntaps; ++t) {
+      const VecTap& tp = taps[t];
+      const int64_t iy = oy * sh - ph + tp.ky;
+      if (iy < 0 || iy >= H) continue;
+      const float* xr = xp + iy * W + tp.off;
+      const __m512 w = _mm512_set1_ps(tp.w);
+      for (int j = 0; j < NV; ++j)
+        acc[j] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(tp.lanes[j], xr + 16 * j), acc[j]);
+    }
+    float* orow = op + oy * OW;
+    for (int j = 0; j < NV; ++j) _mm512_mask_storeu_ps(orow + 16 * j, out_mask[j], acc[j]);
+  }
+}
+#endif
+
 bool avx512_enabled() {
 #if SPARSEOPT_HAVE_AVX512_PATH
   static const bool supported = __builtin_cpu_supports("avx512f");
@@ -204,6 +244,50 @@ void sparse_depthwise_conv2d(const T* x, const int32_t* tap_ptr, const int32_t* 
     T w;
   };
   const int64_t plane_out = OH * OW;
+#if SPARSEOPT_HAVE_AVX512_PATH
+  if constexpr (std::is_same_v<T, float>) {
+    if (sw == 1 && OW <= 64 && avx512_enabled()) {
+      const int nv = static_cast<int>((OW + 15) / 16);
+      const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(plane_out, 1));
+      at::parallel_for(0, N * C, grain, [&](int64_t begin, int64_t end) {
+        std::vector<VecTap> taps;
+        taps.reserve(static_cast<size_t>(kh * kw));
+        for (int64_t p = begin; p < end; ++p) {
+          const int64_t c = p % C;
+          taps.clear();
+          for (int32_t k = tap_ptr[c]; k < tap_ptr[c + 1]; ++k) {
+            VecTap tp{};
+            tp.ky = tap_idx[k] / kw;
+            tp.off = tap_idx[k] % kw - pw;  // input column of output column ox: ox + off
+            tp.w = values[k];
+            const int64_t lo = std::max<int64_t>(0, -tp.off);
+            const int64_t hi = std::min<int64_t>(OW, W - tp.off);
+            bool any = false;
+            for (int j = 0; j < 4; ++j) {
+              const int64_t a = std::max<int64_t>(lo, 16 * j), z = std::min<int64_t>(hi, 16 * j + 16);
+              uint32_t bits = 0;
+              if (a < z) bits = ((z - a == 16 ? 0xFFFFu : ((1u << (z - a)) - 1u)) << (a - 16 * j));
+              tp.lanes[j] = static_cast<__mmask16>(bits);
+              any = any || bits != 0;
+            }
+            if (any) taps.push_back(tp);
+          }
+          const float* xp = x + p * H * W;
+          float* op = out + p * plane_out;
+          const float b = bias != nullptr ? bias[c] : 0.f;
+          const int64_t nt = static_cast<int64_t>(taps.size());
+          switch (nv) {
+            case 1: depthwise_plane_avx512<1>(xp, op, taps.data(), nt, b, H, W, OH, OW, sh, ph); break;
+            case 2: depthwise_plane_avx512<2>(xp, op, taps.data(), nt, b, H, W, OH, OW, sh, ph); break;
+            case 3: depthwise_plane_avx512<3>(xp, op, taps.data(), nt, b, H, W, OH, OW, sh, ph); break;
+            default: depthwise_plane_avx512<4>(xp, op, taps.data(), nt, b, H, W, OH, OW, sh, ph); break;
+          }
+        }
+      });
+      return;
+    }
+  }
+#endif
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(plane_out, 1));
   at::parallel_for(0, N * C, grain, [&](int64_t begin, int64_t end) {
     std::vector<Tap> taps;
