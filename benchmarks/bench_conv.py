@@ -1,5 +1,6 @@
 """Sparse vs dense convolutions on the CPU: every MobileNetV1 layer shape, and the whole network.
 
+Dense and sparse are timed in alternating rounds, best round of each (the machine is shared).
 For each distinct pointwise (1x1) and depthwise (3x3) layer shape of MobileNetV1 (width 1.0,
 224x224 input), at several fractions of zero weights and two batch sizes, times the compressed
 sparse op (``torch.ops.sparseopt.csr_pointwise_conv2d`` / ``sparse_depthwise_conv2d``) against
@@ -42,24 +43,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
-
-
-def timeit(fn: Callable[[], object], budget: float) -> float:
-    """Seconds per call, the best of 5 batches of calls (about `budget` s in all) after 2 warm-up
-    calls: the minimum filters out the other users of this shared machine."""
-    fn()
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    one = max(time.perf_counter() - t0, 1e-6)
-    reps = max(1, int(budget / 5 / one))
-    samples = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        samples.append((time.perf_counter() - t0) / reps)
-    return min(samples)
 
 
 def timeit_pair(a: Callable[[], object], b: Callable[[], object], budget: float) -> tuple[float, float]:
@@ -116,13 +99,12 @@ def bench_layers(sparsities: list[float], batches: list[int], budget: float) -> 
                 x = torch.randn(n, cin, h, h, generator=gen)
                 w0 = torch.randn(cout, cin, 1, 1, generator=gen)
                 b = torch.randn(cout, generator=gen)
-                dense_t = None
                 for s in sparsities:
                     w = prune(w0, s, gen)
                     rp, ci, v = dense_to_csr(w)
-                    if dense_t is None:  # dense time does not depend on the zeros; measured once
-                        dense_t = timeit(lambda: F.conv2d(x, w, b), budget)
-                    sparse_t = timeit(lambda: torch.ops.sparseopt.csr_pointwise_conv2d(x, rp, ci, v, b), budget)
+                    dense_t, sparse_t = timeit_pair(
+                        lambda: F.conv2d(x, w, b),
+                        lambda: torch.ops.sparseopt.csr_pointwise_conv2d(x, rp, ci, v, b), budget)
                     err = (torch.ops.sparseopt.csr_pointwise_conv2d(x, rp, ci, v, b) - F.conv2d(x, w, b)).abs().max().item()
                     rows.append(dict(kind="pointwise", shape=f"{cin}->{cout} @{h}x{h}", batch=n, sparsity=s,
                                      dense_ms=dense_t * 1e3, sparse_ms=sparse_t * 1e3,
@@ -132,14 +114,13 @@ def bench_layers(sparsities: list[float], batches: list[int], budget: float) -> 
                 x = torch.randn(n, c, h, h, generator=gen)
                 w0 = torch.randn(c, 1, 3, 3, generator=gen)
                 b = torch.randn(c, generator=gen)
-                dense_t = None
                 for s in sparsities:
                     w = prune(w0, s, gen)
                     tp, ti, v = dense_to_taps(w)
-                    if dense_t is None:
-                        dense_t = timeit(lambda: F.conv2d(x, w, b, stride=stride, padding=1, groups=c), budget)
-                    sparse_t = timeit(lambda: torch.ops.sparseopt.sparse_depthwise_conv2d(
-                        x, tp, ti, v, b, [3, 3], [stride, stride], [1, 1]), budget)
+                    dense_t, sparse_t = timeit_pair(
+                        lambda: F.conv2d(x, w, b, stride=stride, padding=1, groups=c),
+                        lambda: torch.ops.sparseopt.sparse_depthwise_conv2d(
+                            x, tp, ti, v, b, [3, 3], [stride, stride], [1, 1]), budget)
                     ref = F.conv2d(x, w, b, stride=stride, padding=1, groups=c)
                     got = torch.ops.sparseopt.sparse_depthwise_conv2d(x, tp, ti, v, b, [3, 3], [stride, stride], [1, 1])
                     rows.append(dict(kind="depthwise", shape=f"dw{c} s{stride} @{h}x{h}", batch=n, sparsity=s,
@@ -249,6 +230,22 @@ def main() -> None:
     rows = bench_layers(sparsities, batches, budget)
     rows += bench_network(net_batches, 0.9, budget)
     thresholds = fallback_thresholds(rows)
+    levels = sorted({r["sparsity"] for r in rows if r["kind"] != "network"})
+    print("\nspeed-up of the sparse kernel over dense F.conv2d (dense time in ms):")
+    print("| kind | shape | batch | dense ms | " + " | ".join(f"{s * 100:.0f}%" for s in levels) + " |")
+    print("|---|---|---|---|" + "---|" * len(levels))
+    seen = dict.fromkeys((r["kind"], r["shape"], r["batch"]) for r in rows if r["kind"] != "network")
+    for kind, shape, n in seen:
+        rs = {r["sparsity"]: r for r in rows if (r["kind"], r["shape"], r["batch"]) == (kind, shape, n)}
+        cells = " | ".join(f"{rs[s]['speedup']:.2f}x" if s in rs else "" for s in levels)
+        print(f"| {kind} | {shape} | {n} | {next(iter(rs.values()))['dense_ms']:.3f} | {cells} |")
+    print("\nwhole network:")
+    print("| model | batch | zeros | dense ms | sparse ms | speed-up |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        if r["kind"] == "network":
+            print(f"| {r['shape']} | {r['batch']} | {r['sparsity'] * 100:.0f}% | {r['dense_ms']:.2f} | "
+                  f"{r['sparse_ms']:.2f} | {r['speedup']:.2f}x |")
     print("\nsparse vs dense per zero fraction (for the dense-fallback threshold):")
     print("| kind | zeros | geomean speed-up | worst | cases sparse loses |")
     print("|---|---|---|---|---|")
