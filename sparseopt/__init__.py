@@ -5,7 +5,7 @@ model whose weights are mostly exact zeros. Every update rule runs as one fused 
 kernel on CPU and CUDA, with a pure-PyTorch reference as fallback (:mod:`sparseopt.reference`).
 """
 
-from . import init, ops, reference
+from . import init, models, nn, ops, reference
 from ._version import __version__
 from .optim import IRDA, RDA, AdaHessian, Adam, AdamW, ProxSGD, SparseOptimizer, SqrtTProxSGD
 from .optim import PDCA, OBProxSG, OBProxSGPlus
@@ -33,4 +33,6 @@ __all__ = [
     "init",
     "ops",
     "reference",
+    "nn",
+    "models",
 ]

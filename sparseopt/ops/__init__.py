@@ -65,6 +65,13 @@ SCHEMAS: dict[str, str] = {
         "Tensor betas, float lr, float l1, float theta, float weight_decay, "
         "Tensor? grad_scale=None, Tensor? found_inf=None) -> ()"
     ),
+    "csr_pointwise_conv2d": (
+        "(Tensor x, Tensor row_ptr, Tensor col_idx, Tensor values, Tensor? bias=None) -> Tensor"
+    ),
+    "sparse_depthwise_conv2d": (
+        "(Tensor x, Tensor tap_ptr, Tensor tap_idx, Tensor values, Tensor? bias, "
+        "int[2] kernel_size, int[2] stride=1, int[2] padding=0) -> Tensor"
+    ),
 }
 
 REFERENCES: dict[str, Callable[..., Any]] = {
@@ -76,6 +83,26 @@ REFERENCES: dict[str, Callable[..., Any]] = {
     "adahessian_step_": _reference.adahessian_step_,
     "obproxsg_step_": _reference.obproxsg_step_,
     "pdca_step_": _reference.pdca_step_,
+    "csr_pointwise_conv2d": _reference.csr_pointwise_conv2d,
+    "sparse_depthwise_conv2d": _reference.sparse_depthwise_conv2d,
+}
+
+# Fake kernels of the ops that return tensors (the in-place optimizer ops use _make_fake below).
+FAKES: dict[str, Callable[..., Any]] = {
+    "csr_pointwise_conv2d": _reference.sparse_conv.csr_pointwise_conv2d_fake,
+    "sparse_depthwise_conv2d": _reference.sparse_conv.sparse_depthwise_conv2d_fake,
+}
+
+# Autograd formulas (backward, setup_context) of the differentiable ops.
+AUTOGRAD: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
+    "csr_pointwise_conv2d": (
+        _reference.sparse_conv.pointwise_backward,
+        _reference.sparse_conv.pointwise_setup_context,
+    ),
+    "sparse_depthwise_conv2d": (
+        _reference.sparse_conv.depthwise_backward,
+        _reference.sparse_conv.depthwise_setup_context,
+    ),
 }
 
 _load_error: str | None = None
@@ -150,7 +177,7 @@ def _register(name: str, schema: str, reference: Callable[..., Any]) -> None:
             _stale.append(name)
         _lib.define(name + schema)
     qualname = f"sparseopt::{name}"
-    torch.library.register_fake(qualname, _make_fake(name), lib=_lib)
+    torch.library.register_fake(qualname, FAKES.get(name) or _make_fake(name), lib=_lib)
     torch.library.register_kernel(qualname, None, reference, lib=_lib)
 
 
@@ -164,6 +191,9 @@ if _stale:
         RuntimeWarning,
         stacklevel=2,
     )
+
+for _name, (_backward, _setup) in AUTOGRAD.items():
+    torch.library.register_autograd(f"sparseopt::{_name}", _backward, setup_context=_setup, lib=_lib)
 
 
 def native_available() -> bool:
@@ -225,6 +255,8 @@ hutchinson_diag_ = torch.ops.sparseopt.hutchinson_diag_
 adahessian_step_ = torch.ops.sparseopt.adahessian_step_
 obproxsg_step_ = torch.ops.sparseopt.obproxsg_step_
 pdca_step_ = torch.ops.sparseopt.pdca_step_
+csr_pointwise_conv2d = torch.ops.sparseopt.csr_pointwise_conv2d
+sparse_depthwise_conv2d = torch.ops.sparseopt.sparse_depthwise_conv2d
 
 __all__ = [
     "SCHEMAS",
@@ -241,4 +273,8 @@ __all__ = [
     "adahessian_step_",
     "obproxsg_step_",
     "pdca_step_",
+    "csr_pointwise_conv2d",
+    "sparse_depthwise_conv2d",
+    "FAKES",
+    "AUTOGRAD",
 ]

@@ -1,0 +1,510 @@
+"""Sparse-masked pointwise (1x1) and depthwise convolutions.
+
+Two modes per layer:
+
+* **training** (default): a dense ``weight`` parameter and a boolean ``mask`` buffer; the forward
+  is ``F.conv2d(x, weight * mask, bias)``, so the weight's gradient is exactly zero where the mask
+  is zero and pruned weights stay zero under any optimizer. After an optimizer that creates new
+  exact zeros (``sparseopt.IRDA``, ``ProxSGD``, ...), :meth:`update_mask` freezes them.
+* **compressed inference** (:meth:`compress`): the masked weight is stored compressed (CSR over
+  output channels for pointwise, per channel list of nonzero taps for depthwise) and run by the
+  native ops ``torch.ops.sparseopt.csr_pointwise_conv2d`` / ``sparse_depthwise_conv2d`` (CPU:
+  OpenMP + AVX-512, CUDA kernels, pure-PyTorch fallback elsewhere). When the weight is too dense
+  for the sparse kernel to win (density above :data:`DENSE_FALLBACK_DENSITY`, measured by
+  ``benchmarks/bench_conv.py``), the compressed layer runs the dense convolution instead.
+
+``state_dict`` holds the dense ``weight``, ``bias`` and ``mask`` only; the compressed buffers are
+rebuilt from them (a compressed layer recompresses itself when its weight or mask change).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..reference.sparse_conv import dense_to_csr, dense_to_taps
+
+__all__ = [
+    "SparsePointwiseConv2d",
+    "SparseDepthwiseConv2d",
+    "DENSE_FALLBACK_DENSITY",
+    "sparsify",
+    "compress",
+    "decompress",
+    "update_masks",
+    "fold_batchnorm",
+    "is_pointwise_eligible",
+    "is_depthwise_eligible",
+]
+
+# A compressed layer whose fraction of nonzero weights is above this runs the dense F.conv2d on
+# the masked weight instead of the sparse kernel. Measured on the CPU (2 cores, AMD EPYC Zen 4) by
+# benchmarks/bench_conv.py over every MobileNetV1 layer shape at batch 1 and 32 (see
+# benchmarks/RESULTS_conv.md): at 70% zeros (density 0.3) the sparse pointwise kernel wins on all
+# 18 cases and the depthwise one on 17 of 18; at 50% zeros (density 0.5) both lose on 3-4 of 9
+# shapes per batch (down to 0.4-0.8x), at 0% on most. The threshold sits just above density 0.3.
+# Formats the native kernels do not run (float16, bfloat16) always take the dense path.
+DENSE_FALLBACK_DENSITY: dict[str, float] = {"pointwise": 0.35, "depthwise": 0.35}
+
+_NATIVE_DTYPES = (torch.float32, torch.float64)
+
+
+def _pair(v: int | Sequence[int], name: str) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    t = tuple(int(i) for i in v)
+    if len(t) == 1:
+        return (t[0], t[0])
+    if len(t) != 2:
+        raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
+    return t  # type: ignore[return-value]
+
+
+class _SparseConv2d(nn.Module):
+    """Shared machinery: weight + mask, input checks, compression, state_dict checks."""
+
+    _kind: str = ""
+    weight: nn.Parameter
+    bias: nn.Parameter | None
+    mask: torch.Tensor
+
+    def __init__(self, weight_shape: tuple[int, ...], out_channels: int, bias: bool,
+                 device: Any = None, dtype: Any = None) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(weight_shape, **factory))
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_channels, **factory))
+        else:
+            self.register_parameter("bias", None)
+        self.register_buffer("mask", torch.ones(weight_shape, dtype=torch.bool, device=device))
+        # Compressed form (not in the state_dict: rebuilt from weight * mask).
+        self.register_buffer("_ptr", None, persistent=False)
+        self.register_buffer("_idx", None, persistent=False)
+        self.register_buffer("_values", None, persistent=False)
+        self.register_buffer("_dense", None, persistent=False)
+        self._compressed = False
+        self._dense_threshold: float | None = None
+        self._stamp: tuple[Any, ...] | None = None
+        self.reset_parameters()
+
+    # ---- parameters and mask ---------------------------------------------------------------
+    def reset_parameters(self) -> None:
+        """The initialisation of ``nn.Conv2d`` (Kaiming uniform, a = sqrt(5)); the mask is kept."""
+        nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
+        if self.bias is not None:
+            fan_in = self.weight[0].numel()
+            bound = 1 / fan_in ** 0.5 if fan_in > 0 else 0
+            nn.init.uniform_(self.bias, -bound, bound)
+        with torch.no_grad():
+            self.weight.mul_(self.mask)
+
+    @torch.no_grad()
+    def update_mask(self) -> torch.Tensor:
+        """Recompute the mask from the exact zeros of the weight (``mask = weight != 0``) and
+        return it. Weights that are zero now stay zero from then on."""
+        self.mask.copy_(self.weight != 0)
+        return self.mask
+
+    def masked_weight(self) -> torch.Tensor:
+        """``weight * mask`` (differentiable with respect to ``weight``)."""
+        return self.weight * self.mask
+
+    def density(self) -> float:
+        """Fraction of nonzero entries of ``weight * mask``."""
+        with torch.no_grad():
+            return float(((self.weight != 0) & self.mask).sum()) / max(self.weight.numel(), 1)
+
+    def sparsity(self) -> float:
+        """Fraction of zero entries of ``weight * mask``."""
+        return 1.0 - self.density()
+
+    # ---- input checks ------------------------------------------------------------------------
+    def _check_input(self, x: torch.Tensor) -> None:
+        name = type(self).__name__
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor input, got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(
+                f"{name}: expected a 4-D input [N, C, H, W], got a {x.dim()}-D tensor of shape "
+                f"{list(x.shape)}"
+            )
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{name}: expected {self.in_channels} input channels, got {x.shape[1]} "
+                f"(input shape {list(x.shape)})"
+            )
+        if x.dtype != self.weight.dtype:
+            raise TypeError(f"{name}: expected a {self.weight.dtype} input (the weight's dtype), got {x.dtype}")
+        if x.device != self.weight.device:
+            raise RuntimeError(
+                f"{name}: expected an input on {self.weight.device} (the weight's device), got {x.device}"
+            )
+
+    # ---- compression -----------------------------------------------------------------------
+    @property
+    def compressed(self) -> bool:
+        """True after :meth:`compress` (until :meth:`decompress`)."""
+        return self._compressed
+
+    @property
+    def kernel(self) -> str:
+        """Which kernel the forward runs: ``"masked_dense"`` (training mode), ``"sparse"`` or
+        ``"dense"`` (compressed, dense fallback)."""
+        if not self._compressed:
+            return "masked_dense"
+        self._refresh()
+        return "dense" if self._dense is not None else "sparse"
+
+    def _make_stamp(self) -> tuple[Any, ...]:
+        w, m = self.weight, self.mask
+        return (w._version, m._version, w.data_ptr(), m.data_ptr(), w.dtype, w.device,
+                self._dense_threshold)
+
+    @torch.no_grad()
+    def _build(self) -> None:
+        w = (self.weight * self.mask).detach()
+        threshold = self._dense_threshold
+        if threshold is None:
+            threshold = DENSE_FALLBACK_DENSITY[self._kind]
+        density = float((w != 0).sum()) / max(w.numel(), 1)
+        if density > threshold or w.dtype not in _NATIVE_DTYPES:
+            self._dense = w.clone()
+            self._ptr = self._idx = self._values = None
+        else:
+            self._dense = None
+            self._ptr, self._idx, self._values = self._compress_weight(w)
+        self._stamp = self._make_stamp()
+
+    def _refresh(self) -> None:
+        if self._stamp != self._make_stamp():
+            self._build()
+
+    def compress(self, dense_threshold: float | None = None) -> _SparseConv2d:
+        """Switch to compressed inference: store ``weight * mask`` compressed and run the sparse
+        kernel (or the dense convolution when the density exceeds ``dense_threshold``, default
+        :data:`DENSE_FALLBACK_DENSITY`). The forward no longer produces weight gradients (it
+        still differentiates with respect to the input); :meth:`decompress` returns to training.
+        Returns ``self``."""
+        if dense_threshold is not None and not 0.0 <= dense_threshold <= 1.0:
+            raise ValueError(f"dense_threshold must be in [0, 1], got {dense_threshold}")
+        self._dense_threshold = dense_threshold
+        self._compressed = True
+        self._build()
+        return self
+
+    def decompress(self) -> _SparseConv2d:
+        """Back to the training mode (masked dense convolution); drops the compressed buffers."""
+        self._compressed = False
+        self._ptr = self._idx = self._values = self._dense = None
+        self._stamp = None
+        return self
+
+    # ---- state_dict --------------------------------------------------------------------------
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,  # noqa: ANN001
+                              unexpected_keys, error_msgs) -> None:
+        key = prefix + "mask"
+        if key in state_dict:
+            mask = state_dict[key]
+            if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(self.weight.shape):
+                got = list(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+                raise RuntimeError(
+                    f"{type(self).__name__}: mask in the state_dict ({key}) has shape {got}, "
+                    f"expected {list(self.weight.shape)} (the weight's shape)"
+                )
+            if mask.dtype != torch.bool:
+                state_dict[key] = mask != 0
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    # ---- hooks for the subclasses --------------------------------------------------------------
+    def _compress_weight(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _sparse(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        if not self._compressed:
+            return self._conv(x, self.weight * self.mask)
+        self._refresh()
+        if self._dense is not None:
+            return self._conv(x, self._dense)
+        return self._sparse(x)
+
+    def to_dense(self) -> nn.Conv2d:
+        """An ``nn.Conv2d`` with the masked weight (a copy) and the bias."""
+        raise NotImplementedError
+
+
+class SparsePointwiseConv2d(_SparseConv2d):
+    """A 1x1 convolution with a sparsity mask (``weight [out_ch, in_ch, 1, 1]``).
+
+    ``stride`` (default 1) subsamples the input, as ``nn.Conv2d(kernel_size=1, stride=s)`` does
+    (ResNet projection shortcuts); the compressed kernel itself is 1x1 stride 1.
+    """
+
+    _kind = "pointwise"
+
+    def __init__(self, in_ch: int, out_ch: int, bias: bool = True, stride: int | Sequence[int] = 1,
+                 device: Any = None, dtype: Any = None) -> None:
+        if in_ch <= 0 or out_ch <= 0:
+            raise ValueError(f"SparsePointwiseConv2d: in_ch and out_ch must be >= 1, got {in_ch}, {out_ch}")
+        self.in_channels = int(in_ch)
+        self.out_channels = int(out_ch)
+        self.stride = _pair(stride, "stride")
+        if min(self.stride) < 1:
+            raise ValueError(f"SparsePointwiseConv2d: stride must be >= 1, got {stride}")
+        super().__init__((out_ch, in_ch, 1, 1), out_ch, bias, device, dtype)
+
+    def _compress_weight(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return dense_to_csr(w)
+
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, weight, self.bias, stride=self.stride)
+
+    def _sparse(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride != (1, 1):
+            x = x[:, :, :: self.stride[0], :: self.stride[1]]
+        bias = None if self.bias is None else self.bias.detach()
+        return torch.ops.sparseopt.csr_pointwise_conv2d(x, self._ptr, self._idx, self._values, bias)
+
+    @classmethod
+    def from_dense(cls, conv: nn.Conv2d) -> SparsePointwiseConv2d:
+        """A sparse layer with ``conv``'s weight and bias (copied); the mask marks its nonzeros."""
+        reason = _pointwise_ineligible(conv)
+        if reason is not None:
+            raise ValueError(f"SparsePointwiseConv2d.from_dense: {reason}")
+        layer = cls(conv.in_channels, conv.out_channels, bias=conv.bias is not None,
+                    stride=conv.stride, device=conv.weight.device, dtype=conv.weight.dtype)
+        with torch.no_grad():
+            layer.weight.copy_(conv.weight)
+            if conv.bias is not None:
+                layer.bias.copy_(conv.bias)
+            layer.update_mask()
+        layer.train(conv.training)
+        return layer
+
+    def to_dense(self) -> nn.Conv2d:
+        conv = nn.Conv2d(self.in_channels, self.out_channels, 1, stride=self.stride,
+                         bias=self.bias is not None, device=self.weight.device, dtype=self.weight.dtype)
+        with torch.no_grad():
+            conv.weight.copy_(self.weight * self.mask)
+            if self.bias is not None:
+                conv.bias.copy_(self.bias)
+        conv.train(self.training)
+        return conv
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.out_channels}, bias={self.bias is not None}"
+        if self.stride != (1, 1):
+            s += f", stride={self.stride}"
+        return s + f", compressed={self._compressed}"
+
+
+class SparseDepthwiseConv2d(_SparseConv2d):
+    """A depthwise convolution (one ``kh x kw`` filter per channel, ``groups = channels``) with a
+    sparsity mask (``weight [channels, 1, kh, kw]``); zero padding, dilation 1."""
+
+    _kind = "depthwise"
+
+    def __init__(self, channels: int, kernel_size: int | Sequence[int], stride: int | Sequence[int] = 1,
+                 padding: int | Sequence[int] = 0, bias: bool = True, device: Any = None,
+                 dtype: Any = None) -> None:
+        if channels <= 0:
+            raise ValueError(f"SparseDepthwiseConv2d: channels must be >= 1, got {channels}")
+        self.in_channels = self.out_channels = int(channels)
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = _pair(stride, "stride")
+        self.padding = _pair(padding, "padding")
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
+            raise ValueError(
+                f"SparseDepthwiseConv2d: need kernel_size >= 1, stride >= 1, padding >= 0; got "
+                f"kernel_size={kernel_size}, stride={stride}, padding={padding}"
+            )
+        super().__init__((channels, 1) + self.kernel_size, channels, bias, device, dtype)
+
+    def _compress_weight(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return dense_to_taps(w)
+
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, weight, self.bias, stride=self.stride, padding=self.padding,
+                        groups=self.in_channels)
+
+    def _sparse(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.detach()
+        return torch.ops.sparseopt.sparse_depthwise_conv2d(
+            x, self._ptr, self._idx, self._values, bias, list(self.kernel_size), list(self.stride),
+            list(self.padding)
+        )
+
+    @classmethod
+    def from_dense(cls, conv: nn.Conv2d) -> SparseDepthwiseConv2d:
+        """A sparse layer with ``conv``'s weight and bias (copied); the mask marks its nonzeros."""
+        reason = _depthwise_ineligible(conv)
+        if reason is not None:
+            raise ValueError(f"SparseDepthwiseConv2d.from_dense: {reason}")
+        layer = cls(conv.in_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                    bias=conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype)
+        with torch.no_grad():
+            layer.weight.copy_(conv.weight)
+            if conv.bias is not None:
+                layer.bias.copy_(conv.bias)
+            layer.update_mask()
+        layer.train(conv.training)
+        return layer
+
+    def to_dense(self) -> nn.Conv2d:
+        conv = nn.Conv2d(self.in_channels, self.in_channels, self.kernel_size, stride=self.stride,
+                         padding=self.padding, groups=self.in_channels, bias=self.bias is not None,
+                         device=self.weight.device, dtype=self.weight.dtype)
+        with torch.no_grad():
+            conv.weight.copy_(self.weight * self.mask)
+            if self.bias is not None:
+                conv.bias.copy_(self.bias)
+        conv.train(self.training)
+        return conv
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, bias={self.bias is not None}, compressed={self._compressed}")
+
+
+# ---- model-level helpers -------------------------------------------------------------------------
+def _common_ineligible(conv: nn.Module) -> str | None:
+    if not isinstance(conv, nn.Conv2d):
+        return f"expected an nn.Conv2d, got {type(conv).__name__}"
+    if conv.padding_mode != "zeros":
+        return f"padding_mode must be 'zeros', got {conv.padding_mode!r}"
+    if isinstance(conv.padding, str):
+        return f"padding must be numeric, got {conv.padding!r}"
+    if tuple(conv.dilation) != (1, 1):
+        return f"dilation must be 1, got {tuple(conv.dilation)}"
+    return None
+
+
+def _pointwise_ineligible(conv: nn.Module) -> str | None:
+    r = _common_ineligible(conv)
+    if r is not None:
+        return r
+    if tuple(conv.kernel_size) != (1, 1):
+        return f"expected a 1x1 kernel, got {tuple(conv.kernel_size)}"
+    if conv.groups != 1:
+        return f"expected groups=1, got {conv.groups}"
+    if tuple(conv.padding) != (0, 0):
+        return f"expected padding 0, got {tuple(conv.padding)}"
+    return None
+
+
+def _depthwise_ineligible(conv: nn.Module) -> str | None:
+    r = _common_ineligible(conv)
+    if r is not None:
+        return r
+    if not (conv.groups == conv.in_channels == conv.out_channels):
+        return (f"expected groups == in_channels == out_channels (depthwise), got groups={conv.groups}, "
+                f"in_channels={conv.in_channels}, out_channels={conv.out_channels}")
+    return None
+
+
+def is_pointwise_eligible(conv: nn.Module) -> bool:
+    """True for an ``nn.Conv2d`` with a 1x1 kernel, groups 1, padding 0, dilation 1 (any stride)."""
+    return _pointwise_ineligible(conv) is None
+
+
+def is_depthwise_eligible(conv: nn.Module) -> bool:
+    """True for a depthwise ``nn.Conv2d`` (groups == in == out channels), zero padding, dilation 1."""
+    return _depthwise_ineligible(conv) is None
+
+
+def sparsify(model: nn.Module, pointwise: bool = True, depthwise: bool = True) -> nn.Module:
+    """Replace, in place, every eligible ``nn.Conv2d`` of ``model`` by its sparse layer (weights
+    copied, mask = nonzeros of the weight) and return ``model``. Eligible: 1x1 convolutions
+    (groups 1, padding 0; any stride) and depthwise convolutions (groups = channels)."""
+    if isinstance(model, nn.Conv2d):
+        raise TypeError("sparsify: pass the parent module; a bare nn.Conv2d cannot be replaced in "
+                        "place (use SparsePointwiseConv2d.from_dense / SparseDepthwiseConv2d.from_dense)")
+    for name, child in list(model.named_children()):
+        if type(child) is nn.Conv2d:
+            if pointwise and is_pointwise_eligible(child):
+                setattr(model, name, SparsePointwiseConv2d.from_dense(child))
+            elif depthwise and is_depthwise_eligible(child):
+                setattr(model, name, SparseDepthwiseConv2d.from_dense(child))
+        else:
+            sparsify(child, pointwise=pointwise, depthwise=depthwise)
+    return model
+
+
+def _sparse_layers(model: nn.Module) -> list[_SparseConv2d]:
+    return [m for m in model.modules() if isinstance(m, _SparseConv2d)]
+
+
+def compress(model: nn.Module, dense_threshold: float | None = None) -> nn.Module:
+    """Call :meth:`compress` on every sparse layer of ``model`` (typically after
+    ``model.eval()``) and return ``model``."""
+    for m in _sparse_layers(model):
+        m.compress(dense_threshold)
+    return model
+
+
+def decompress(model: nn.Module) -> nn.Module:
+    """Call :meth:`decompress` on every sparse layer of ``model`` and return ``model``."""
+    for m in _sparse_layers(model):
+        m.decompress()
+    return model
+
+
+def update_masks(model: nn.Module) -> nn.Module:
+    """Call :meth:`update_mask` on every sparse layer of ``model`` and return ``model``."""
+    for m in _sparse_layers(model):
+        m.update_mask()
+    return model
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Inference transform: fold every eval-mode ``BatchNorm2d`` that directly follows a
+    convolution (``nn.Conv2d`` or a sparse layer) inside an ``nn.Sequential`` into that
+    convolution's weight and bias, and replace the BatchNorm by ``nn.Identity``. Returns ``model``.
+
+    ``w[o] *= gamma[o] / sqrt(var[o] + eps)``, ``b[o] = beta[o] + (b[o] - mean[o]) * scale[o]``: a
+    per-output-channel scale, so exact zeros (and masks) are preserved. Applies to dense and
+    sparse models alike (the benchmark folds both sides). Raises if a BatchNorm to fold is in
+    training mode (its batch statistics cannot be folded).
+    """
+    for module in model.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        names = list(module._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = module._modules[a], module._modules[b]
+            if not (isinstance(conv, (nn.Conv2d, _SparseConv2d)) and type(bn) is nn.BatchNorm2d):
+                continue
+            if isinstance(conv, nn.Conv2d) and conv.out_channels != bn.num_features:
+                continue
+            if bn.training:
+                raise RuntimeError(
+                    "fold_batchnorm: a BatchNorm2d is in training mode; call model.eval() first"
+                )
+            var = bn.running_var if bn.running_var is not None else torch.ones_like(bn.weight)
+            mean = bn.running_mean if bn.running_mean is not None else torch.zeros_like(bn.weight)
+            scale = torch.rsqrt(var + bn.eps)
+            if bn.weight is not None:
+                scale = scale * bn.weight
+            shift = -mean * scale
+            if bn.bias is not None:
+                shift = shift + bn.bias
+            conv.weight.mul_(scale.reshape(-1, 1, 1, 1).to(conv.weight.dtype))
+            if conv.bias is None:
+                conv.bias = nn.Parameter(shift.to(conv.weight.dtype).clone())
+            else:
+                conv.bias.mul_(scale.to(conv.bias.dtype)).add_(shift.to(conv.bias.dtype))
+            module._modules[b] = nn.Identity()
+    return model
