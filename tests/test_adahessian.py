@@ -187,6 +187,22 @@ def test_state_dict_resume_is_bit_exact_including_the_probes() -> None:
         assert torch.equal(a, b)
 
 
+def test_parameter_whose_gradient_has_no_graph_gets_a_zero_diagonal() -> None:
+    # b enters the loss linearly, so b.grad is a constant without a graph even after
+    # backward(create_graph=True): its Hessian row is zero, which is no reason to refuse the step.
+    a = torch.tensor([1.0, 2.0, 4.0])
+    c = torch.tensor([0.5, -1.0])
+    w = nn.Parameter(torch.tensor([1.0, -1.0, 0.5]))
+    b = nn.Parameter(torch.zeros(2))
+    opt = sparseopt.AdaHessian([w, b], lr=0.1, seed=0)
+    (0.5 * (a * w * w).sum() + (c * b).sum()).backward(create_graph=True)
+    assert b.grad.grad_fn is None and w.grad.grad_fn is not None
+    opt.step()
+    assert torch.equal(opt.state[w]["hessian_diag"], a)
+    assert torch.equal(opt.state[b]["hessian_diag"], torch.zeros(2))
+    assert not torch.equal(b.detach(), torch.zeros(2))  # the first moment still moves b
+
+
 def test_step_without_a_graph_says_how_to_call_it() -> None:
     model = make_model()
     opt = sparseopt.AdaHessian(model.parameters())
