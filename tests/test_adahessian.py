@@ -80,6 +80,34 @@ def test_hutchinson_spatial_mean_of_conv_weights() -> None:
         assert torch.equal(d, torch.full((1, 1, 2, 2), 3.0))  # mean(1, 2, 3, 6)
 
 
+@pytest.mark.skipif(not NATIVE, reason="the native extension is not built")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_native_hutchinson_equals_the_reference_bit_for_bit(dtype: torch.dtype) -> None:
+    """Element-wise tensors (the vectorised path) and conv weights (the row path), fresh and
+    accumulating, contiguous or not, special values included."""
+    shapes = [(70_000,), (33, 17), (5, 3, 3, 3), (4, 2, 1, 1), (0,), ()]
+    runs = []
+    for fn in (torch.ops.sparseopt.hutchinson_diag_, reference.hutchinson_diag_):
+        g = torch.Generator().manual_seed(11)
+        diags, zs, hzs = [], [], []
+        for shape in shapes:
+            z = (torch.randint(0, 2, shape, generator=g) * 2 - 1).to(dtype)
+            hz = torch.randn(shape, generator=g).to(dtype) * 3
+            if hz.numel() > 4:
+                hz.view(-1)[:3] = torch.tensor([float("nan"), float("inf"), -0.0], dtype=dtype)
+            zs.append(z)
+            hzs.append(hz)
+            diags.append(torch.rand(shape, generator=g).to(dtype))
+        diags[1] = diags[1].t().contiguous().t()  # a non-contiguous diag
+        fn(diags, zs, hzs, 0.5, False)
+        fn(diags, zs, [h.flip(0) if h.dim() else h for h in hzs], 0.5, True)
+        runs.append(diags)
+    for a, b in zip(*runs):
+        assert torch.equal(a.isnan(), b.isnan())
+        keep = ~a.isnan()
+        assert torch.equal(a[keep], b[keep])
+
+
 def straightforward_adahessian(model, steps, lr=0.15, betas=(0.9, 0.999), eps=1e-4, seed=0):
     """An independent per-parameter implementation (Yao et al.'s reference, formula sheet)."""
     params = list(model.parameters())
