@@ -80,6 +80,34 @@ def test_hutchinson_spatial_mean_of_conv_weights() -> None:
         assert torch.equal(d, torch.full((1, 1, 2, 2), 3.0))  # mean(1, 2, 3, 6)
 
 
+@pytest.mark.skipif(not NATIVE, reason="the native extension is not built")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_native_hutchinson_equals_the_reference_bit_for_bit(dtype: torch.dtype) -> None:
+    """Element-wise tensors (the vectorised path) and conv weights (the row path), fresh and
+    accumulating, contiguous or not, special values included."""
+    shapes = [(70_000,), (33, 17), (5, 3, 3, 3), (4, 2, 1, 1), (0,), ()]
+    runs = []
+    for fn in (torch.ops.sparseopt.hutchinson_diag_, reference.hutchinson_diag_):
+        g = torch.Generator().manual_seed(11)
+        diags, zs, hzs = [], [], []
+        for shape in shapes:
+            z = (torch.randint(0, 2, shape, generator=g) * 2 - 1).to(dtype)
+            hz = torch.randn(shape, generator=g).to(dtype) * 3
+            if hz.numel() > 4:
+                hz.view(-1)[:3] = torch.tensor([float("nan"), float("inf"), -0.0], dtype=dtype)
+            zs.append(z)
+            hzs.append(hz)
+            diags.append(torch.rand(shape, generator=g).to(dtype))
+        diags[1] = diags[1].t().contiguous().t()  # a non-contiguous diag
+        fn(diags, zs, hzs, 0.5, False)
+        fn(diags, zs, [h.flip(0) if h.dim() else h for h in hzs], 0.5, True)
+        runs.append(diags)
+    for a, b in zip(*runs):
+        assert torch.equal(a.isnan(), b.isnan())
+        keep = ~a.isnan()
+        assert torch.equal(a[keep], b[keep])
+
+
 def straightforward_adahessian(model, steps, lr=0.15, betas=(0.9, 0.999), eps=1e-4, seed=0):
     """An independent per-parameter implementation (Yao et al.'s reference, formula sheet)."""
     params = list(model.parameters())
@@ -185,6 +213,22 @@ def test_state_dict_resume_is_bit_exact_including_the_probes() -> None:
         opt2.step(closure_for(resumed, opt2, t))
     for a, b in zip(resumed.parameters(), unbroken):
         assert torch.equal(a, b)
+
+
+def test_parameter_whose_gradient_has_no_graph_gets_a_zero_diagonal() -> None:
+    # b enters the loss linearly, so b.grad is a constant without a graph even after
+    # backward(create_graph=True): its Hessian row is zero, which is no reason to refuse the step.
+    a = torch.tensor([1.0, 2.0, 4.0])
+    c = torch.tensor([0.5, -1.0])
+    w = nn.Parameter(torch.tensor([1.0, -1.0, 0.5]))
+    b = nn.Parameter(torch.zeros(2))
+    opt = sparseopt.AdaHessian([w, b], lr=0.1, seed=0)
+    (0.5 * (a * w * w).sum() + (c * b).sum()).backward(create_graph=True)
+    assert b.grad.grad_fn is None and w.grad.grad_fn is not None
+    opt.step()
+    assert torch.equal(opt.state[w]["hessian_diag"], a)
+    assert torch.equal(opt.state[b]["hessian_diag"], torch.zeros(2))
+    assert not torch.equal(b.detach(), torch.zeros(2))  # the first moment still moves b
 
 
 def test_step_without_a_graph_says_how_to_call_it() -> None:

@@ -172,3 +172,35 @@ def test_sparse_gradient_is_rejected_before_any_change() -> None:
     with pytest.raises(RuntimeError, match="sparse gradient"):
         opt.step()
     assert torch.equal(emb.weight, before) and not opt.state
+
+
+@pytest.mark.skipif(not sparseopt.ops.native_available(), reason="native extension not built")
+@pytest.mark.parametrize("beta1", [0.9, 0.3, 0.5])  # both forms of torch's lerp, and the switch
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_special_values_match_the_reference(beta1: float, dtype: torch.dtype) -> None:
+    """NaN, inf and signed zeros in the gradient and the moments flow through the branch-free
+    native formula (amsgrad's NaN-propagating maximum, maximize, l1 off/on) exactly as through
+    the reference's torch ops."""
+    special = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1e-30, -2.5,
+                            3.0, 1e30, -1e-8, 0.25, 7.0], dtype=dtype)
+    gen = torch.Generator().manual_seed(3)
+    perm = [torch.randperm(special.numel(), generator=gen) for _ in range(4)]
+    for maximize in (False, True):
+        for l1 in (0.0, 0.1):
+            runs = []
+            for fn in (torch.ops.sparseopt.adam_step_, sparseopt.reference.adam_step_):
+                w = [special[perm[0]].clone()]
+                g = [special[perm[1]].clone()]
+                m = [special[perm[2]].clone()]
+                v = [special[perm[3]].abs()]
+                vmax = [special.flip(0).abs()]
+                steps = [torch.zeros((), dtype=torch.float32)]
+                for _ in range(2):
+                    fn(w, g, m, v, vmax, steps, 1e-2, beta1, 0.999, 1e-8, 0.0, True, maximize,
+                       False, l1, None, None)
+                runs.append([w[0], m[0], v[0], vmax[0]])
+            for a, b in zip(*runs):
+                assert torch.equal(a.isnan(), b.isnan())
+                keep = ~a.isnan()
+                assert torch.equal(a[keep], b[keep]) and torch.equal(a[keep].signbit(),
+                                                                     b[keep].signbit())

@@ -8,13 +8,19 @@ namespace cuda {
 using rules::AdamOp;
 using WD = rules::WeightDecay;
 
-// <amsgrad, weight decay mode>
-SPARSEOPT_INSTANTIATE_ELEMENTWISE(AdamOp<false, WD::kNone>)
-SPARSEOPT_INSTANTIATE_ELEMENTWISE(AdamOp<false, WD::kL2>)
-SPARSEOPT_INSTANTIATE_ELEMENTWISE(AdamOp<false, WD::kDecoupled>)
-SPARSEOPT_INSTANTIATE_ELEMENTWISE(AdamOp<true, WD::kNone>)
-SPARSEOPT_INSTANTIATE_ELEMENTWISE(AdamOp<true, WD::kL2>)
-SPARSEOPT_INSTANTIATE_ELEMENTWISE(AdamOp<true, WD::kDecoupled>)
+// <amsgrad, weight decay mode, lerp from m (beta1 > 0.5)>
+SPARSEOPT_INSTANTIATE_ELEMENTWISE(AdamOp<false, WD::kNone, true>)
+SPARSEOPT_INSTANTIATE_ELEMENTWISE(AdamOp<false, WD::kL2, true>)
+SPARSEOPT_INSTANTIATE_ELEMENTWISE(AdamOp<false, WD::kDecoupled, true>)
+SPARSEOPT_INSTANTIATE_ELEMENTWISE(AdamOp<true, WD::kNone, true>)
+SPARSEOPT_INSTANTIATE_ELEMENTWISE(AdamOp<true, WD::kL2, true>)
+SPARSEOPT_INSTANTIATE_ELEMENTWISE(AdamOp<true, WD::kDecoupled, true>)
+SPARSEOPT_INSTANTIATE_ELEMENTWISE(AdamOp<false, WD::kNone, false>)
+SPARSEOPT_INSTANTIATE_ELEMENTWISE(AdamOp<false, WD::kL2, false>)
+SPARSEOPT_INSTANTIATE_ELEMENTWISE(AdamOp<false, WD::kDecoupled, false>)
+SPARSEOPT_INSTANTIATE_ELEMENTWISE(AdamOp<true, WD::kNone, false>)
+SPARSEOPT_INSTANTIATE_ELEMENTWISE(AdamOp<true, WD::kL2, false>)
+SPARSEOPT_INSTANTIATE_ELEMENTWISE(AdamOp<true, WD::kDecoupled, false>)
 
 }  // namespace cuda
 }  // namespace sparseopt

@@ -60,6 +60,22 @@ void hutchinson_diag_(at::TensorList diags, at::TensorList zs, at::TensorList hz
         const scalar_t* hp = hz.data_ptr<scalar_t>();
         scalar_t* dp = out.data_ptr<scalar_t>();
         const T w = static_cast<T>(weight);
+        if (row_len == 1) {
+          // Element-wise tensors: the same formula with the row loops gone (row_len a constant
+          // 1) and accumulate hoisted, so that the loop vectorises.
+          at::parallel_for(0, rows, 32768, [&](int64_t b, int64_t e) {
+            if (accumulate) {
+              for (int64_t r = b; r < e; ++r)
+                dp[r] = static_cast<scalar_t>(static_cast<T>(dp[r]) +
+                                              w * rules::hutchinson_row_mean<T>(zp + r, hp + r, 1));
+            } else {
+              for (int64_t r = b; r < e; ++r)
+                dp[r] = static_cast<scalar_t>(T(0) +
+                                              w * rules::hutchinson_row_mean<T>(zp + r, hp + r, 1));
+            }
+          });
+          return;
+        }
         at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / row_len), [&](int64_t b, int64_t e) {
           for (int64_t r = b; r < e; ++r) {
             const int64_t base = r * row_len;

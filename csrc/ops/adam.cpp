@@ -15,13 +15,13 @@ void check_adam_hyper(const char* op, const char* name, double value, bool ok,
               accepted);
 }
 
-template <bool kAmsgrad, rules::WeightDecay kWd>
+template <class Op>
 void run_adam(const char* name, at::TensorList params, at::TensorList grads,
               at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-              at::TensorList max_exp_avg_sqs, at::TensorList steps, const rules::AdamOp<kAmsgrad, kWd>& op,
+              at::TensorList max_exp_avg_sqs, at::TensorList steps, const Op& op,
               const std::optional<at::Tensor>& grad_scale,
               const std::optional<at::Tensor>& found_inf) {
-  using Op = rules::AdamOp<kAmsgrad, kWd>;
+  constexpr bool kAmsgrad = Op::kDepth == 5;
   std::array<NamedList, Op::kDepth> lists;
   lists[Op::W] = {"params", params};
   lists[Op::G] = {"grads", grads};
@@ -49,12 +49,23 @@ void adam_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_
               max_exp_avg_sqs.size(), ")");
   using WD = rules::WeightDecay;
   const WD wd = weight_decay == 0 ? WD::kNone : decoupled_weight_decay ? WD::kDecoupled : WD::kL2;
+  // torch's lerp(m, g, 1 - beta1) takes the form "from m" when |1 - beta1| < 0.5, decided in
+  // the tensors' math type (float for fp32/fp16/bf16, double for fp64); the two only disagree
+  // for beta1 within 2^-25 of 0.5, where a mixed-dtype list follows its first tensor.
+  const bool fp64 = !params.empty() && params[0].scalar_type() == at::kDouble;
+  const bool from_self = fp64 ? std::abs(1 - beta1) < 0.5
+                              : std::abs(static_cast<float>(1 - beta1)) < 0.5f;
   auto go = [&](auto ams, auto wdc) {
     constexpr bool A = decltype(ams)::value;
     constexpr WD W = decltype(wdc)::value;
-    const rules::AdamOp<A, W> op{lr, beta1, beta2, eps, weight_decay, l1, maximize};
-    run_adam<A, W>(name, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, op,
-                   grad_scale, found_inf);
+    auto run = [&](auto lerp) {
+      const rules::AdamOp<A, W, decltype(lerp)::value> op{lr, beta1, beta2, eps, weight_decay,
+                                                          l1, maximize};
+      run_adam(name, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, op,
+               grad_scale, found_inf);
+    };
+    if (from_self) run(std::true_type{});
+    else run(std::false_type{});
   };
   auto with_wd = [&](auto ams) {
     switch (wd) {

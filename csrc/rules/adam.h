@@ -4,7 +4,7 @@
 //   g  = maximize ? -g : g
 //   g  = fma(wd, w, g)                         (Adam: g.add(w, alpha=wd))
 //   w  = w * (1 - lr*wd)                       (AdamW: w.mul_(1 - lr*wd))
-//   m  = fma(1-b1, g - m, m)                   (m.lerp_(g, 1-b1); torch's lerp for weight < .5)
+//   m  = fma(1-b1, g - m, m) or fma(-b1, g - m, g)   (m.lerp_(g, 1-b1), torch's two forms)
 //   v  = fma((1-b2)*g, g, v*b2)                (v.mul_(b2).addcmul_(g, g, value=1-b2))
 //   vmax = max(vmax, v)                        (amsgrad; the denominator then uses vmax)
 //   d  = sqrt(v) / sqrt(1-b2^t) + eps
@@ -59,7 +59,9 @@ C10_HOST_DEVICE inline T lerp_(T self, T end, T weight) {
 
 enum class WeightDecay { kNone = 0, kL2 = 1, kDecoupled = 2 };
 
-template <bool kAmsgrad, WeightDecay kWd>
+// kLerpFromSelf: |1 - beta1| < 0.5 in the math type, i.e. beta1 > 0.5 (torch's lerp switches
+// form there); a template flag rather than a per-element select so that the CPU loop vectorises.
+template <bool kAmsgrad, WeightDecay kWd, bool kLerpFromSelf = true>
 struct AdamOp {
   enum Slot { W = 0, G = 1, M = 2, V = 3, VMAX = 4 };
   static constexpr int kDepth = kAmsgrad ? 5 : 4;
@@ -71,39 +73,53 @@ struct AdamOp {
   double lr, beta1, beta2, eps, weight_decay, l1;
   bool maximize;
 
+  // The runtime flags (maximize, l1) are folded into coefficients here, once per tensor, so
+  // that the per-element formula below has no branch and the CPU loop vectorises; the values
+  // are exactly those of the plain branches.
   template <typename T>
   struct Coeffs {
-    T one_minus_b1, b2, one_minus_b2, bc2_sqrt, neg_step_size, eps, wd, decay, threshold;
-    bool maximize, prox;
+    T grad_sign, lerp_weight, b2, one_minus_b2, bc2_sqrt, neg_step_size, eps, wd, decay,
+        threshold;
   };
 
   template <typename T>
   C10_HOST_DEVICE Coeffs<T> coeffs(double step) const {
     const double bc1 = 1 - pow_(beta1, step);
     const double bc2 = 1 - pow_(beta2, step);
-    return {T(1 - beta1),        T(beta2),          T(1 - beta2), T(pow_(bc2, 0.5)),
-            T(-(lr / bc1)),      T(eps),            T(weight_decay),
-            T(1 - lr * weight_decay), T(lr * l1),   maximize,     l1 > 0};
+    const T w = T(1 - beta1);
+    // torch's lerp: self + w (end - self) for |w| < 0.5, else end + (w - 1) (end - self).
+    return {T(maximize ? -1 : 1),     kLerpFromSelf ? w : T(w - T(1)),
+            T(beta2),                 T(1 - beta2),
+            T(pow_(bc2, 0.5)),        T(-(lr / bc1)),
+            T(eps),                   T(weight_decay),
+            T(1 - lr * weight_decay), T(l1 > 0 ? lr * l1 : 0.0)};
   }
 
   template <typename T>
   C10_HOST_DEVICE void operator()(T (&v)[kDepth], const Coeffs<T>& c) const {
-    T g = c.maximize ? -v[G] : v[G];
+    T g = v[G] * c.grad_sign;  // -g for maximize (times -1 is exact)
     T w = v[W];
     if (kWd == WeightDecay::kL2) g = fma_(c.wd, w, g);
     if (kWd == WeightDecay::kDecoupled) w = w * c.decay;
-    const T m = lerp_(v[M], g, c.one_minus_b1);
+    const T m_old = v[M];
+    const T m = fma_(c.lerp_weight, g - m_old, kLerpFromSelf ? m_old : g);  // m.lerp_(g, 1-b1)
     const T sq = fma_(c.one_minus_b2 * g, g, v[V] * c.b2);
     T denom_src = sq;
     if constexpr (kAmsgrad) {
-      const T vmax = v[kDepth - 1] < sq ? sq : v[kDepth - 1];  // torch.maximum; NaN below
-      v[kDepth - 1] = (sq != sq || v[kDepth - 1] != v[kDepth - 1]) ? sq + v[kDepth - 1] : vmax;
-      denom_src = v[kDepth - 1];
+      // torch.maximum, which propagates a NaN: sq + old is NaN iff one of them is (both are
+      // >= 0 or NaN, so no inf - inf), and one comparison keeps the loop branch-free.
+      const T old = v[kDepth - 1];
+      const T vmax = old < sq ? sq : old;
+      const T sum = sq + old;
+      const T next = sum != sum ? sum : vmax;
+      v[kDepth - 1] = next;
+      denom_src = next;
     }
     const T denom = sqrt_(denom_src) / c.bc2_sqrt + c.eps;
     w = w + (c.neg_step_size * m) / denom;
-    if (c.prox) w = soft_threshold(w, c.threshold);
-    v[W] = w;
+    // soft(w, 0) == w exactly (signed zeros and NaN included), so without l1 the prox is the
+    // identity and needs no branch.
+    v[W] = soft_threshold(w, c.threshold);
     v[M] = m;
     v[V] = sq;
   }

@@ -130,11 +130,17 @@ class AdaHessian(SparseOptimizer):
         for i, p in enumerate(params):
             backend = self._group_of(p)["backend"]
             by_device.setdefault((p.device, backend), []).append(i)
+        # A gradient without a graph does not depend on any parameter (e.g. a bias that enters
+        # the loss linearly): its Hessian row and column are zero, so it adds nothing to z^T g
+        # and its own Hz is zero (allow_unused + materialize_grads).
+        with_graph = [i for i, g in enumerate(grads) if g.grad_fn is not None]
         for k in range(self.n_samples):
             zs = [self._rademacher(p) for p in params]
             with torch.enable_grad():
-                hzs = torch.autograd.grad(grads, params, grad_outputs=zs,
-                                          retain_graph=k < self.n_samples - 1)
+                hzs = torch.autograd.grad([grads[i] for i in with_graph], params,
+                                          grad_outputs=[zs[i] for i in with_graph],
+                                          retain_graph=k < self.n_samples - 1,
+                                          allow_unused=True, materialize_grads=True)
             for (device, backend), idx in by_device.items():
                 fn = ops.resolve("hutchinson_diag_", device, backend)
                 fn([diags[i] for i in idx], [zs[i] for i in idx], [hzs[i] for i in idx],
@@ -157,12 +163,10 @@ class AdaHessian(SparseOptimizer):
         self._plan()  # every check of the update runs before the Hessian pass writes state
         params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
         if self._hessian_steps % self.update_each == 0 and params:
-            missing = [i for i, p in enumerate(params) if p.grad.grad_fn is None]
-            if missing:
+            if all(p.grad.grad_fn is None for p in params):
                 raise RuntimeError(
                     "AdaHessian.step() needs the graph of the gradients to compute Hessian-vector "
-                    "products, but the gradient of parameter "
-                    f"{missing[0]} (shape {list(params[missing[0]].shape)}) has none. Call "
+                    f"products, but none of the {len(params)} gradients has one. Call "
                     "loss.backward(create_graph=True) before opt.step() (and the same inside a "
                     "closure)."
                 )
