@@ -31,7 +31,7 @@ def test_quick_demo_writes_the_report_and_irda_wins_on_sparsity(tmp_path: Path) 
     assert runs["irda"]["l1"] == runs["proxsgd"]["l1"]
     assert runs["irda"]["sparsity"] > runs["proxsgd"]["sparsity"]
     assert runs["irda"]["accuracy"] >= 0.90
-    assert len(runs["irda"]["history"]) == 12
+    assert len(runs["irda"]["history"]) == 16
     assert "Per-layer sparsity of iRDA" in (out / "report.md").read_text()
 
 

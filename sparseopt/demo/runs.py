@@ -11,9 +11,10 @@ from torch import nn
 
 from .. import optim as so
 from ..init import irda_model_
+from .. import nn as sparse_nn
 from ..sparsity import sparsity_report
 from .data import Digits
-from .train import RunResult, small_convnet, train
+from .train import RunResult, accuracy, ds_convnet, train
 
 BATCH = 32
 L1 = 1e-3  # the l1 weight shared by the l1 family, so that sparsities compare (paper, Table 1)
@@ -35,6 +36,7 @@ class Spec:
     init: Callable[[nn.Module], None] | None = None
     on_epoch_end: Callable[[int, torch.optim.Optimizer, Context], None] | None = None
     step_fn: Callable[..., Any] | None = None
+    eval_context: Callable[[torch.optim.Optimizer], Any] | None = None
 
 
 def _irda_init(model: nn.Module) -> None:
@@ -62,6 +64,16 @@ OPTIMIZERS: dict[str, Spec] = {
     "irda": Spec("iRDA (Step 1 + retraining)", str(L1),
                  lambda m, c: so.IRDA(m.parameters(), l1=L1, gamma=1.0), init=_irda_init,
                  on_epoch_end=_irda_retrain),
+    "obproxsg": Spec("OBProx-SG (n_p = n_o = 2 epochs)", str(L1),
+                     lambda m, c: so.OBProxSG(m.parameters(), lr=0.05, l1=L1, n_p=2, n_o=2,
+                                              steps_per_epoch=c.steps_per_epoch)),
+    "obproxsg_plus": Spec("OBProx-SG+ (n_p = 1/2 budget)", str(L1),
+                          lambda m, c: so.OBProxSGPlus(m.parameters(), lr=0.05, l1=L1,
+                                                       n_p=max(1, c.epochs // 2),
+                                                       steps_per_epoch=c.steps_per_epoch)),
+    "pdca": Spec("pDCA_e (theta = 10)", str(L1),
+                 lambda m, c: so.PDCA(m.parameters(), lr=0.05, l1=L1, theta=10.0, restart=200),
+                 eval_context=lambda o: o.eval_params()),  # type: ignore[attr-defined]
     "adahessian": Spec("AdaHessian", "-",
                        lambda m, c: so.AdaHessian(m.parameters(), lr=0.05, seed=0),
                        step_fn=lambda m, o, x, y: _second_order_step(m, o, x, y)),
@@ -83,13 +95,14 @@ class Run:
     result: RunResult
     model: nn.Module
     layers: list[dict[str, Any]] = field(default_factory=list)
+    inference: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         r = self.result
         return dict(
             optimizer=self.name, label=self.label, l1=self.l1, accuracy=r.accuracy,
             sparsity=r.sparsity, train_time_s=r.train_time_s, step_time_ms=r.step_time_ms,
-            history=r.history, layers=self.layers,
+            history=r.history, layers=self.layers, inference=self.inference,
         )  # fmt: skip
 
 
@@ -98,7 +111,7 @@ def run_one(name: str, data: Digits, epochs: int, seed: int, device: str,
     """Train a fresh model with optimizer ``name``; same seed and data order for every name."""
     spec = OPTIMIZERS[name]
     torch.manual_seed(seed)
-    model = small_convnet()
+    model = sparse_nn.sparsify(ds_convnet())
     if spec.init is not None:
         spec.init(model)
     model.to(device)
@@ -119,12 +132,41 @@ def run_one(name: str, data: Digits, epochs: int, seed: int, device: str,
             bar = None
     try:
         result = train(model, opt, data, epochs, batch_size=BATCH, seed=seed, on_epoch_end=hook,
-                       step_fn=spec.step_fn, progress=bar)
+                       step_fn=spec.step_fn, progress=bar, eval_context=spec.eval_context)
     finally:
         if bar is not None:
             bar.close()
+    if spec.eval_context is not None:  # PDCA: keep the sparse iterate x as the model
+        with spec.eval_context(opt):
+            final = {k: v.clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(final)
     layers = [
         dict(name=row.name, shape=list(row.shape), sparsity=row.sparsity)
         for row in sparsity_report(model).rows if row.covered
     ]
-    return Run(name, spec.label, spec.l1, result, model, layers)
+    return Run(name, spec.label, spec.l1, result, model, layers, time_inference(model, data))
+
+
+@torch.no_grad()
+def time_inference(model: nn.Module, data: Digits, reps: int = 30) -> dict[str, float]:
+    """Test-set inference (all test images in one batch): a dense copy and a compressed copy of
+    the model timed alternately (so machine noise hits both alike), best of ``reps`` each."""
+    import copy
+    import time
+
+    model.eval()
+    sparse_nn.update_masks(model)
+    x = data.x_test
+    dense = sparse_nn.decompress(copy.deepcopy(model))
+    sparse = sparse_nn.compress(copy.deepcopy(model))
+    best = {"dense": float("inf"), "sparse": float("inf")}
+    for m in (dense, sparse):
+        m(x)  # warm-up
+    for _ in range(reps):
+        for key, m in (("dense", dense), ("sparse", sparse)):
+            t0 = time.perf_counter()
+            m(x)
+            best[key] = min(best[key], time.perf_counter() - t0)
+    acc = accuracy(sparse, x, data.y_test)
+    return dict(dense_ms=1e3 * best["dense"], sparse_ms=1e3 * best["sparse"],
+                speedup=best["dense"] / best["sparse"], compressed_accuracy=acc)

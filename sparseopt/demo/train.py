@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,20 @@ def small_convnet() -> nn.Sequential:
         nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 4 * 4, 10),
     )  # fmt: skip
+
+
+def ds_convnet() -> nn.Sequential:
+    """A depthwise-separable (MobileNetV1-style) convnet for 8x8 digits:
+    Conv(1->16)-BN-ReLU, depthwise 3x3-BN-ReLU, pointwise 1x1 (16->64)-BN-ReLU, MaxPool,
+    Linear(1024->10). :func:`sparseopt.nn.sparsify` turns its depthwise and pointwise convs
+    into sparse layers that run compressed at inference."""
+
+    def cbr(cin: int, cout: int, k: int, groups: int = 1) -> list[nn.Module]:
+        return [nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups, bias=False),
+                nn.BatchNorm2d(cout), nn.ReLU()]
+
+    return nn.Sequential(*cbr(1, 16, 3), *cbr(16, 16, 3, groups=16), *cbr(16, 64, 1),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64 * 4 * 4, 10))
 
 
 @dataclass
@@ -58,13 +73,19 @@ def train(
     step_fn: Callable[[nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor], Any]
     | None = None,
     progress: Any = None,
+    eval_context: Callable[[torch.optim.Optimizer], Any] | None = None,
 ) -> RunResult:
     """Mini-batch training with cross-entropy; returns test accuracy and sparsity.
 
     ``on_epoch_end(epoch, optimizer)`` runs after each epoch (e.g. to start iRDA retraining);
     ``step_fn`` replaces the default backward + step (e.g. AdaHessian's create_graph backward);
-    ``progress`` is an optional tqdm bar advanced once per step.
+    ``progress`` is an optional tqdm bar advanced once per step; ``eval_context(optimizer)``
+    is entered around evaluations (PDCA's ``eval_params``: evaluate the sparse iterate).
     """
+
+    def evaluating() -> Any:
+        return eval_context(optimizer) if eval_context is not None else contextlib.nullcontext()
+
     gen = torch.Generator().manual_seed(seed)
     n = len(data.y_train)
     history: list[dict[str, float]] = []
@@ -92,17 +113,21 @@ def train(
                 progress.update(1)
         if on_epoch_end is not None:
             on_epoch_end(epoch, optimizer)
-        history.append(
-            dict(
-                epoch=epoch + 1,
-                accuracy=accuracy(model, data.x_test, data.y_test),
-                sparsity=sparsity(model),
+        with evaluating():
+            history.append(
+                dict(
+                    epoch=epoch + 1,
+                    accuracy=accuracy(model, data.x_test, data.y_test),
+                    sparsity=sparsity(model),
+                )
             )
-        )
     total = time.perf_counter() - start
+    with evaluating():
+        final_sparsity = sparsity(model)
+        final_accuracy = accuracy(model, data.x_test, data.y_test)
     return RunResult(
-        accuracy=history[-1]["accuracy"] if history else accuracy(model, data.x_test, data.y_test),
-        sparsity=sparsity(model),
+        accuracy=final_accuracy,
+        sparsity=final_sparsity,
         train_time_s=total,
         step_time_ms=1e3 * step_time / max(steps, 1),
         history=history,
