@@ -99,6 +99,9 @@ def main() -> None:
     if rank == 0 and args.save:
         torch.save(saved, args.save)
     if distributed:
+        # Every rank reaches this point before any tears down: a rank that exits while a peer
+        # is still inside a gloo collective makes the peer abort.
+        dist.barrier()
         dist.destroy_process_group()
 
 
