@@ -55,6 +55,27 @@ def clone_strided(t: torch.Tensor) -> torch.Tensor:
     return view
 
 
+def zero_every_7th(t: torch.Tensor) -> None:
+    """Exact zeros at every 7th element in logical order (a pruned starting point)."""
+    t.masked_fill_(torch.arange(t.numel(), device=t.device).reshape(t.shape) % 7 == 0, 0)
+
+
+def make_grads(
+    params: list[torch.Tensor], drift: list[torch.Tensor], step: int, gen: torch.Generator
+) -> list[torch.Tensor]:
+    """Gradients = a fixed per-element drift + noise, some exact zeros; every other step in the
+    parameter's own layout, otherwise contiguous (both paths of the kernels' memory views)."""
+    grads = []
+    for p, d in zip(params, drift):
+        noise = torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.device)
+        g = (d + 0.5 * noise).to(p.dtype)
+        g.masked_fill_(noise.abs() < 0.05, 0)
+        if step % 2 == 0 and not p.is_contiguous():
+            g = deep_clone(p).copy_(g)
+        grads.append(g)
+    return grads
+
+
 def deep_clone(obj):
     """Clone every tensor in a nested structure of lists/tuples/dicts, keeping strides."""
     if isinstance(obj, torch.Tensor):

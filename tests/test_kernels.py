@@ -14,7 +14,16 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import DEVICES, DTYPES, SHAPES, assert_lists_equal, deep_clone, make_tensor
+from conftest import (
+    DEVICES,
+    DTYPES,
+    SHAPES,
+    assert_lists_equal,
+    deep_clone,
+    make_grads,
+    make_tensor,
+    zero_every_7th,
+)
 
 import sparseopt
 from sparseopt import reference
@@ -126,7 +135,7 @@ def make_problem(
 ) -> tuple[list[torch.Tensor], dict[str, list[torch.Tensor]], list[torch.Tensor]]:
     params = [make_tensor(s, device, dt, gen) for s, dt in zip(shapes, dtypes)]
     for p in params:  # exact zeros in the starting point (a pruned model)
-        _zero_every_7th(p)
+        zero_every_7th(p)
     state = {
         "mom": [torch.zeros_like(p) for p in params],
         "mom0": [],
@@ -141,30 +150,6 @@ def make_problem(
     }
     steps = [torch.zeros((), dtype=torch.float32, device=device) for _ in params]
     return params, state, steps
-
-
-def _zero_every_7th(t: torch.Tensor) -> None:
-    flat = t.reshape(-1)
-    if flat.data_ptr() == t.data_ptr() and t.is_contiguous():
-        flat[::7] = 0
-    else:
-        t.masked_fill_(torch.arange(t.numel(), device=t.device).reshape(t.shape) % 7 == 0, 0)
-
-
-def make_grads(
-    params: list[torch.Tensor], drift: list[torch.Tensor], step: int, gen: torch.Generator
-) -> list[torch.Tensor]:
-    """Gradients = a fixed per-element drift + noise, some exact zeros; every other step in the
-    parameter's own layout, otherwise contiguous (both paths of the kernels' memory views)."""
-    grads = []
-    for p, d in zip(params, drift):
-        noise = torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.device)
-        g = (d + 0.5 * noise).to(p.dtype)
-        g.masked_fill_(noise.abs() < 0.05, 0)
-        if step % 2 == 0 and not p.is_contiguous():
-            g = deep_clone(p).copy_(g)
-        grads.append(g)
-    return grads
 
 
 def run_side_by_side(

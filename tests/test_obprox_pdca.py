@@ -17,7 +17,16 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import DEVICES, DTYPES, SHAPES, assert_lists_equal, deep_clone, make_tensor
+from conftest import (
+    DEVICES,
+    DTYPES,
+    SHAPES,
+    assert_lists_equal,
+    deep_clone,
+    make_grads,
+    make_tensor,
+    zero_every_7th,
+)
 from torch import nn
 
 import sparseopt
@@ -71,32 +80,14 @@ CASES = {
 }
 
 
-def _zero_every_7th(t: torch.Tensor) -> None:
-    t.masked_fill_(torch.arange(t.numel(), device=t.device).reshape(t.shape) % 7 == 0, 0)
-
-
 def make_problem(shapes, device, dtypes, gen, restart: int | None):
     params = [make_tensor(s, device, dt, gen) for s, dt in zip(shapes, dtypes)]
     for p in params:  # exact zeros in the starting point
-        _zero_every_7th(p)
+        zero_every_7th(p)
     iterates = [deep_clone(p) for p in params]  # x_0 = y_0
     steps = [torch.zeros((), dtype=torch.float32, device=device) for _ in params]
     betas = torch.tensor(pdca_betas(restart or 1), dtype=torch.float64, device=device)
     return params, iterates, steps, betas
-
-
-def make_grads(params, drift, step, gen):
-    """A fixed per-element drift + noise, some exact zeros; every other step in the parameter's
-    own layout, otherwise contiguous (both paths of the kernels' memory views)."""
-    grads = []
-    for p, d in zip(params, drift):
-        noise = torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.device)
-        g = (d + 0.5 * noise).to(p.dtype)
-        g.masked_fill_(noise.abs() < 0.05, 0)
-        if step % 2 == 0 and not p.is_contiguous():
-            g = deep_clone(p).copy_(g)
-        grads.append(g)
-    return grads
 
 
 def run_side_by_side(
@@ -250,7 +241,7 @@ def test_orthant_step_never_revives_a_zero_nor_flips_a_sign(backend, dtype, eps,
     shapes = list(SHAPES)
     params = [make_tensor(s, "cpu", dtype, gen) for s in shapes]
     for p in params:
-        _zero_every_7th(p)
+        zero_every_7th(p)
     steps = [torch.zeros(()) for _ in params]
     fn = _op(backend, "obproxsg_step_")
     for t in range(12):

@@ -61,6 +61,14 @@ def check_real(
         raise ValueError(f"{owner}: invalid {name} = {value!r}; accepted: {accepted}")
 
 
+def check_betas(owner: str, betas: Any) -> None:
+    """Raise ValueError unless ``betas`` is a pair ``(beta1, beta2)``, each in [0, 1)."""
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"{owner}: betas must be a pair (beta1, beta2), got {betas!r}")
+    check_real(owner, "betas[0]", betas[0], low=0, high=1)
+    check_real(owner, "betas[1]", betas[1], low=0, high=1)
+
+
 def check_choice(owner: str, name: str, value: Any, choices: Iterable[str]) -> None:
     choices = tuple(choices)
     if value not in choices:

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .. import ops
-from ._base import SparseOptimizer, check_real, new_step
+from ._base import SparseOptimizer, check_betas, check_real, new_step
 from .prox_sgd import Params
 
 
@@ -84,11 +84,7 @@ class AdaHessian(SparseOptimizer):
     def _check_hyperparameters(self, group: dict[str, Any]) -> None:
         owner = self._owner
         check_real(owner, "lr", group["lr"], low=0)
-        betas = group["betas"]
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"{owner}: betas must be a pair (beta1, beta2), got {betas!r}")
-        check_real(owner, "betas[0]", betas[0], low=0, high=1)
-        check_real(owner, "betas[1]", betas[1], low=0, high=1)
+        check_betas(owner, group["betas"])
         check_real(owner, "eps", group["eps"], low=0, low_inclusive=False)
         check_real(owner, "weight_decay", group["weight_decay"], low=0)
         check_real(owner, "hessian_power", group["hessian_power"], low=0, low_inclusive=False,
@@ -118,18 +114,17 @@ class AdaHessian(SparseOptimizer):
                           dtype=p.dtype)
         return z.mul_(2).sub_(1)
 
-    def _update_hessian_diag(self, params: list[Tensor]) -> None:
+    def _update_hessian_diag(self, params: list[Tensor], groups: list[dict[str, Any]]) -> None:
+        """``groups[i]`` is the param group of ``params[i]``."""
         grads = [p.grad for p in params]
         diags = []
-        for p in params:
+        by_device: dict[tuple[torch.device, str], list[int]] = {}
+        for i, (p, group) in enumerate(zip(params, groups)):
             state = self.state[p]
             if not state:
-                self._init_state(p, state, self._group_of(p))
+                self._init_state(p, state, group)
             diags.append(state["hessian_diag"])
-        by_device: dict[tuple[torch.device, str], list[int]] = {}
-        for i, p in enumerate(params):
-            backend = self._group_of(p)["backend"]
-            by_device.setdefault((p.device, backend), []).append(i)
+            by_device.setdefault((p.device, group["backend"]), []).append(i)
         # A gradient without a graph does not depend on any parameter (e.g. a bias that enters
         # the loss linearly): its Hessian row and column are zero, so it adds nothing to z^T g
         # and its own Hz is zero (allow_unused + materialize_grads).
@@ -146,12 +141,6 @@ class AdaHessian(SparseOptimizer):
                 fn([diags[i] for i in idx], [zs[i] for i in idx], [hzs[i] for i in idx],
                    1.0 / self.n_samples, k > 0)
 
-    def _group_of(self, p: Tensor) -> dict[str, Any]:
-        for group in self.param_groups:
-            if any(q is p for q in group["params"]):
-                return group
-        raise KeyError("parameter not in this optimizer")
-
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """One AdaHessian step; call ``loss.backward(create_graph=True)`` first (or pass a
@@ -161,7 +150,8 @@ class AdaHessian(SparseOptimizer):
             with torch.enable_grad():
                 loss = closure()
         self._plan()  # every check of the update runs before the Hessian pass writes state
-        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        pairs = [(p, g) for g in self.param_groups for p in g["params"] if p.grad is not None]
+        params = [p for p, _ in pairs]
         if self._hessian_steps % self.update_each == 0 and params:
             if all(p.grad.grad_fn is None for p in params):
                 raise RuntimeError(
@@ -170,7 +160,7 @@ class AdaHessian(SparseOptimizer):
                     "loss.backward(create_graph=True) before opt.step() (and the same inside a "
                     "closure)."
                 )
-            self._update_hessian_diag(params)
+            self._update_hessian_diag(params, [g for _, g in pairs])
         self._hessian_steps += 1
         for p in params:  # free the double-backward graph
             p.grad = p.grad.detach()

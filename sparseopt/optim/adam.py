@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import SparseOptimizer, check_real, new_step
+from ._base import SparseOptimizer, check_betas, check_real, new_step
 from .prox_sgd import Params
 
 
@@ -76,11 +76,7 @@ class Adam(SparseOptimizer):
     def _check_hyperparameters(self, group: dict[str, Any]) -> None:
         owner = self._owner
         check_real(owner, "lr", group["lr"], low=0)
-        betas = group["betas"]
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"{owner}: betas must be a pair (beta1, beta2), got {betas!r}")
-        check_real(owner, "betas[0]", betas[0], low=0, high=1)
-        check_real(owner, "betas[1]", betas[1], low=0, high=1)
+        check_betas(owner, group["betas"])
         check_real(owner, "eps", group["eps"], low=0, low_inclusive=False)
         check_real(owner, "weight_decay", group["weight_decay"], low=0)
         check_real(owner, "l1", group["l1"], low=0)
