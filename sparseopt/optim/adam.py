@@ -32,13 +32,14 @@ class Adam(SparseOptimizer):
         params: parameters or parameter groups.
         lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay: as in
             :class:`torch.optim.Adam` (``lr`` a float).
-        foreach, fused, capturable: accepted for compatibility; sparseopt always runs its fused
-            kernel, which keeps step counters on the parameters' device and never synchronises
-            with the host (CUDA-graph capturable).
+        foreach, fused: accepted for compatibility; sparseopt always runs its fused kernel, which
+            keeps step counters on the parameters' device and never synchronises with the host.
         differentiable: must be False (not supported).
         l1: optional l1 weight for the prox after each step (>= 0, default 0).
         l1_on: ``"weights"`` (dim > 1, default) or ``"all"``.
         backend: ``"auto"``, ``"native"`` or ``"reference"``.
+        capturable, check_finite: CUDA-graph capture checks; raise on inf/NaN gradients
+            (see :class:`~sparseopt.optim.SparseOptimizer`).
     """
 
     op_name = "adam_step_"
@@ -62,6 +63,7 @@ class Adam(SparseOptimizer):
         l1: float = 0.0,
         l1_on: str = "weights",
         backend: str = "auto",
+        check_finite: bool = False,
     ) -> None:
         if decoupled_weight_decay is None:
             decoupled_weight_decay = self._decoupled_default
@@ -70,6 +72,7 @@ class Adam(SparseOptimizer):
             maximize=maximize, foreach=foreach, capturable=capturable,
             differentiable=differentiable, fused=fused,
             decoupled_weight_decay=decoupled_weight_decay, l1=l1, l1_on=l1_on, backend=backend,
+            check_finite=check_finite,
         )  # fmt: skip
         super().__init__(params, defaults)
 
@@ -153,9 +156,11 @@ class AdamW(Adam):
         l1: float = 0.0,
         l1_on: str = "weights",
         backend: str = "auto",
+        check_finite: bool = False,
     ) -> None:
         super().__init__(
             params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
             capturable=capturable, differentiable=differentiable, fused=fused,
             decoupled_weight_decay=True, l1=l1, l1_on=l1_on, backend=backend,
+            check_finite=check_finite,
         )  # fmt: skip

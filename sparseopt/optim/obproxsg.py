@@ -55,6 +55,8 @@ class OBProxSG(SparseOptimizer):
             reference code does). Parameters the l1 term does not cover take plain SGD steps in
             both phases (the orthant projection would freeze their zeros and signs).
         backend: ``"auto"``, ``"native"`` or ``"reference"``.
+        capturable, check_finite: CUDA-graph capture checks; raise on inf/NaN gradients
+            (see :class:`~sparseopt.optim.SparseOptimizer`).
 
     Example:
         >>> opt = sparseopt.OBProxSG(model.parameters(), lr=0.1, l1=1e-4,
@@ -75,10 +77,12 @@ class OBProxSG(SparseOptimizer):
         *,
         l1_on: str = "weights",
         backend: str = "auto",
+        capturable: bool = False,
+        check_finite: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr, l1=l1, n_p=n_p, n_o=n_o, steps_per_epoch=steps_per_epoch, eps=eps,
-            l1_on=l1_on, backend=backend,
+            l1_on=l1_on, backend=backend, capturable=capturable, check_finite=check_finite,
         )  # fmt: skip
         super().__init__(params, defaults)
 
@@ -179,8 +183,11 @@ class OBProxSGPlus(OBProxSG):
         *,
         l1_on: str = "weights",
         backend: str = "auto",
+        capturable: bool = False,
+        check_finite: bool = False,
     ) -> None:
         super().__init__(
             params, lr=lr, l1=l1, n_p=n_p, n_o=math.inf, steps_per_epoch=steps_per_epoch,
-            eps=eps, l1_on=l1_on, backend=backend,
+            eps=eps, l1_on=l1_on, backend=backend, capturable=capturable,
+            check_finite=check_finite,
         )  # fmt: skip

@@ -53,6 +53,8 @@ class PDCA(SparseOptimizer):
         l1_on: ``"weights"`` (default: parameters with ``dim > 1``) or ``"all"``; uncovered
             parameters take extrapolated gradient steps without the penalty.
         backend: ``"auto"``, ``"native"`` or ``"reference"``.
+        capturable, check_finite: CUDA-graph capture checks; raise on inf/NaN gradients
+            (see :class:`~sparseopt.optim.SparseOptimizer`).
 
     Example:
         >>> opt = sparseopt.PDCA(model.parameters(), lr=0.05, l1=1e-4, theta=10.0)
@@ -71,10 +73,12 @@ class PDCA(SparseOptimizer):
         *,
         l1_on: str = "weights",
         backend: str = "auto",
+        capturable: bool = False,
+        check_finite: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr, l1=l1, theta=theta, restart=restart, weight_decay=weight_decay,
-            l1_on=l1_on, backend=backend,
+            l1_on=l1_on, backend=backend, capturable=capturable, check_finite=check_finite,
         )  # fmt: skip
         self._betas: dict[tuple[int, torch.device], Tensor] = {}
         self._in_eval = False

@@ -39,6 +39,8 @@ class ProxSGD(SparseOptimizer):
             weights, not biases or norm scales) or ``"all"``.
         backend: ``"auto"`` (native kernel where compiled, else the reference), ``"native"``
             (error if no native kernel) or ``"reference"`` (pure PyTorch).
+        capturable, check_finite: CUDA-graph capture checks; raise on inf/NaN gradients
+            (see :class:`~sparseopt.optim.SparseOptimizer`).
 
     Example:
         >>> opt = sparseopt.ProxSGD(model.parameters(), lr=0.1, l1=1e-4, momentum=0.9)
@@ -56,10 +58,12 @@ class ProxSGD(SparseOptimizer):
         *,
         l1_on: str = "weights",
         backend: str = "auto",
+        capturable: bool = False,
+        check_finite: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr, l1=l1, momentum=momentum, weight_decay=weight_decay, l1_on=l1_on,
-            backend=backend,
+            backend=backend, capturable=capturable, check_finite=check_finite,
         )  # fmt: skip
         super().__init__(params, defaults)
 
@@ -130,6 +134,8 @@ class SqrtTProxSGD(ProxSGD):
         l1: the l1 weight ``lambda`` (required, >= 0).
         gamma: ``gamma > 0`` of ``beta_t = gamma sqrt(t)`` (default 1).
         momentum, weight_decay, l1_on, backend: as in :class:`ProxSGD`.
+        capturable, check_finite: CUDA-graph capture checks; raise on inf/NaN gradients
+            (see :class:`~sparseopt.optim.SparseOptimizer`).
     """
 
     op_name = "sqrt_t_prox_sgd_step_"
@@ -145,10 +151,12 @@ class SqrtTProxSGD(ProxSGD):
         *,
         l1_on: str = "weights",
         backend: str = "auto",
+        capturable: bool = False,
+        check_finite: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr, l1=l1, gamma=gamma, momentum=momentum, weight_decay=weight_decay,
-            l1_on=l1_on, backend=backend,
+            l1_on=l1_on, backend=backend, capturable=capturable, check_finite=check_finite,
         )  # fmt: skip
         SparseOptimizer.__init__(self, params, defaults)
 

@@ -35,6 +35,8 @@ class RDA(SparseOptimizer):
         lr: step-size multiplier (>= 0, default 1).
         l1_on: ``"weights"`` (dim > 1, default) or ``"all"``.
         backend: ``"auto"``, ``"native"`` or ``"reference"``.
+        capturable, check_finite: CUDA-graph capture checks; raise on inf/NaN gradients
+            (see :class:`~sparseopt.optim.SparseOptimizer`).
     """
 
     op_name = "rda_step_"
@@ -49,10 +51,12 @@ class RDA(SparseOptimizer):
         lr: float = 1.0,
         l1_on: str = "weights",
         backend: str = "auto",
+        capturable: bool = False,
+        check_finite: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr, l1=l1, gamma=gamma, w0=w0, retrain_after=None, retraining=False,
-            l1_on=l1_on, backend=backend,
+            l1_on=l1_on, backend=backend, capturable=capturable, check_finite=check_finite,
         )  # fmt: skip
         super().__init__(params, defaults)
 
@@ -123,6 +127,8 @@ class IRDA(RDA):
         lr: step-size multiplier (>= 0, default 1; see :class:`RDA`).
         l1_on: ``"weights"`` (dim > 1, default) or ``"all"``.
         backend: ``"auto"``, ``"native"`` or ``"reference"``.
+        capturable, check_finite: CUDA-graph capture checks; raise on inf/NaN gradients
+            (see :class:`~sparseopt.optim.SparseOptimizer`).
 
     Example:
         >>> sparseopt.init.irda_model_(model, s=4.0)
@@ -139,10 +145,13 @@ class IRDA(RDA):
         lr: float = 1.0,
         l1_on: str = "weights",
         backend: str = "auto",
+        capturable: bool = False,
+        check_finite: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr, l1=l1, gamma=gamma, w0="zero", retrain_after=retrain_after,
-            retraining=False, l1_on=l1_on, backend=backend,
+            retraining=False, l1_on=l1_on, backend=backend, capturable=capturable,
+            check_finite=check_finite,
         )  # fmt: skip
         SparseOptimizer.__init__(self, params, defaults)
 
