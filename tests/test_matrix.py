@@ -178,6 +178,23 @@ def test_compiled_step_without_graph_breaks_equals_eager(name: str) -> None:
     for a, b in zip(model.parameters(), twin.parameters()):
         assert torch.equal(a, b)
 
+
+@pytest.mark.parametrize("name", FIRST_ORDER)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_parameters_step_with_fp32_math(name: str, dtype: torch.dtype) -> None:
+    """bf16/fp16 parameters are updated in fp32 and rounded once: a step on them equals the same
+    step on fp32 copies, rounded to the low precision (no rounding of intermediates)."""
+    low = make_model().to(dtype)
+    high = copy.deepcopy(low).float()
+    gen = torch.Generator().manual_seed(3)
+    for p, q in zip(low.parameters(), high.parameters()):
+        p.grad = torch.randn(p.shape, generator=gen).to(dtype)
+        q.grad = p.grad.float()
+    FACTORIES[name](low.parameters()).step()
+    FACTORIES[name](high.parameters()).step()
+    for p, q in zip(low.parameters(), high.parameters()):
+        assert torch.equal(p.detach(), q.detach().to(dtype))
+
 # -- opt-in checks: non-finite gradients, capturable -----------------------------------------
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("bad", ["nan", "inf"])
