@@ -322,12 +322,14 @@ class SparseOptimizer(Optimizer):
                         "train with torch.amp.GradScaler, which skips such steps."
                     )
 
-    def _update(self, preflight: bool = True) -> None:
+    def _update(self, preflight: bool = True, found_inf: Tensor | None = None) -> None:
         """The step without the closure: validate, create missing state, run the ops.
 
-        ``preflight=False`` skips the finite-gradient check (done already by the caller)."""
+        ``preflight=False`` skips the finite-gradient check (done already by the caller);
+        ``found_inf`` replaces GradScaler's skip flag (AdaHessian adds non-finite ``Hz``)."""
         grad_scale: Tensor | None = getattr(self, "grad_scale", None)
-        found_inf: Tensor | None = getattr(self, "found_inf", None)
+        if found_inf is None:
+            found_inf = getattr(self, "found_inf", None)
         plan = self._plan()
         if preflight:
             self._check_finite(plan)

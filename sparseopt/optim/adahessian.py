@@ -48,12 +48,14 @@ class AdaHessian(SparseOptimizer):
         capturable, check_finite: CUDA-graph capture checks; raise on inf/NaN gradients
             (see :class:`~sparseopt.optim.SparseOptimizer`).
 
-    Not supported with ``torch.amp.GradScaler`` (the Hessian-vector product would see the
-    scaled loss); train in bf16 autocast without a scaler instead.
+    With ``torch.amp.GradScaler`` (``scaler.scale(loss).backward(create_graph=True)``, then
+    ``scaler.step(opt)``) the Hessian-vector products of the scaled loss are unscaled on the
+    device, and a step whose gradients or ``Hz`` hold inf/NaN changes nothing (the scaler backs
+    off only for inf/NaN gradients, as it sees only those).
     """
 
     op_name = "adahessian_step_"
-    _step_supports_amp_scaling = False
+    _step_supports_amp_scaling = True
 
     def __init__(
         self,
@@ -128,8 +130,21 @@ class AdaHessian(SparseOptimizer):
         z = torch.randint(0, 2, p.shape, generator=gen, device=p.device, dtype=p.dtype)
         return z.mul_(2).sub_(1)
 
-    def _update_hessian_diag(self, params: list[Tensor], groups: list[dict[str, Any]]) -> None:
-        """``groups[i]`` is the param group of ``params[i]``."""
+    def _update_hessian_diag(
+        self,
+        params: list[Tensor],
+        groups: list[dict[str, Any]],
+        grad_scale: Tensor | None = None,
+        found_inf: Tensor | None = None,
+    ) -> Tensor | None:
+        """``groups[i]`` is the param group of ``params[i]``.
+
+        Under ``torch.amp.GradScaler`` (``grad_scale`` given) the graph is that of the scaled
+        loss, so every ``Hz`` is ``grad_scale`` times too large: it is unscaled on the device
+        and checked for inf/NaN like the gradients. The estimate then goes to temporaries and
+        replaces ``hessian_diag`` only where the step is not skipped. Returns the step's skip
+        flag (GradScaler's ``found_inf`` or non-finite ``Hz``), None without a scaler.
+        """
         grads = [p.grad for p in params]
         diags = []
         by_device: dict[tuple[torch.device, str], list[int]] = {}
@@ -139,6 +154,13 @@ class AdaHessian(SparseOptimizer):
                 self._init_state(p, state, group)
             diags.append(state["hessian_diag"])
             by_device.setdefault((p.device, group["backend"]), []).append(i)
+        targets = diags
+        skip: Tensor | None = None
+        if grad_scale is not None:
+            diags = [torch.empty_like(d) for d in diags]
+            skip = torch.zeros((), dtype=torch.float32, device=grad_scale.device)
+            if found_inf is not None:
+                skip += found_inf.to(skip.device)
         # A gradient without a graph does not depend on any parameter (e.g. a bias that enters
         # the loss linearly): its Hessian row and column are zero, so it adds nothing to z^T g
         # and its own Hz is zero (allow_unused + materialize_grads).
@@ -150,10 +172,34 @@ class AdaHessian(SparseOptimizer):
                                           grad_outputs=[zs[i] for i in with_graph],
                                           retain_graph=k < self.n_samples - 1,
                                           allow_unused=True, materialize_grads=True)
+            if grad_scale is not None:
+                skip = self._unscale_hz(hzs, by_device, grad_scale, skip)
             for (device, backend), idx in by_device.items():
                 fn = ops.resolve("hutchinson_diag_", device, backend)
                 fn([diags[i] for i in idx], [zs[i] for i in idx], [hzs[i] for i in idx],
                    1.0 / self.n_samples, k > 0)
+        if skip is not None:
+            for target, new in zip(targets, diags):  # keep the old estimate on a skipped step
+                target.copy_(torch.where(skip.to(target.device) > 0, target, new))
+        return skip
+
+    @staticmethod
+    def _unscale_hz(
+        hzs: list[Tensor] | tuple[Tensor, ...],
+        by_device: dict[tuple[torch.device, str], list[int]],
+        grad_scale: Tensor,
+        skip: Tensor,
+    ) -> Tensor:
+        """Divide each ``Hz`` by the loss scale in place and fold inf/NaN into ``skip``, on the
+        device (GradScaler's own fused check-and-unscale op; no host sync)."""
+        inv_scale = grad_scale.double().reciprocal().float()
+        for device, idx in {d: i for (d, _), i in by_device.items()}.items():
+            flag = torch.zeros((), dtype=torch.float32, device=device)
+            torch._amp_foreach_non_finite_check_and_unscale_(
+                [hzs[i] for i in idx], flag, inv_scale.to(device)
+            )
+            skip = skip + flag.to(skip.device)
+        return skip
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
@@ -172,7 +218,17 @@ class AdaHessian(SparseOptimizer):
             )
         pairs = [(p, g) for g in self.param_groups for p in g["params"] if p.grad is not None]
         params = [p for p, _ in pairs]
+        grad_scale: Tensor | None = getattr(self, "grad_scale", None)
+        found_inf: Tensor | None = getattr(self, "found_inf", None)
         if self._hessian_steps % self.update_each == 0 and params:
+            if grad_scale is None and found_inf is not None:
+                raise RuntimeError(
+                    "AdaHessian: scaler.unscale_(opt) was called before scaler.step(opt). The "
+                    "Hessian-vector products come from the scaled loss, and after unscale_ the "
+                    "optimizer is no longer given the scale to undo; accepted: scaler.step(opt) "
+                    "without a prior unscale_ (clipping between unscale_ and step is not "
+                    "supported with AdaHessian)"
+                )
             if all(p.grad.grad_fn is None for p in params):
                 raise RuntimeError(
                     "AdaHessian.step() needs the graph of the gradients to compute Hessian-vector "
@@ -180,11 +236,13 @@ class AdaHessian(SparseOptimizer):
                     "loss.backward(create_graph=True) before opt.step() (and the same inside a "
                     "closure)."
                 )
-            self._update_hessian_diag(params, [g for _, g in pairs])
+            skip = self._update_hessian_diag(params, [g for _, g in pairs], grad_scale, found_inf)
+            if skip is not None:
+                found_inf = skip
         self._hessian_steps += 1
         for p in params:  # free the double-backward graph
             p.grad = p.grad.detach()
-        self._update(preflight=False)
+        self._update(preflight=False, found_inf=found_inf)
         return loss
 
     def _run(
