@@ -227,6 +227,34 @@ def test_half_parameters_step_with_fp32_math(name: str, dtype: torch.dtype) -> N
     for p, q in zip(low.parameters(), high.parameters()):
         assert torch.equal(p.detach(), q.detach().to(dtype))
 
+
+@pytest.mark.parametrize("name", NAMES)
+def test_compiled_step_compiles_once_and_equals_eager(name: str) -> None:
+    """New gradient tensors every step (zero_grad sets them to None) must not recompile the
+    step; AdaHessian compiles around one deliberate break (its Hessian-vector pass)."""
+    compiles = []
+
+    def counting_backend(gm, example_inputs):  # noqa: ANN001, ANN202
+        compiles.append(gm)
+        return gm.forward
+
+    model, twin = make_model(), make_model()
+    opt, ref = FACTORIES[name](model.parameters()), FACTORIES[name](twin.parameters())
+    train(model, opt, name, 0, 1)
+    train(twin, ref, name, 0, 1)
+    torch._dynamo.reset()
+    compiled = torch.compile(opt.step, backend=counting_backend, fullgraph=name != "AdaHessian")
+    for t in range(1, 7):
+        opt.zero_grad()
+        backward(model, t, name)
+        compiled()
+        train(twin, ref, name, t, t + 1)
+        if t == 1:
+            first = len(compiles)
+    assert first >= 1 and len(compiles) == first, f"{len(compiles) - first} recompilations"
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
+
 # -- opt-in checks: non-finite gradients, capturable -----------------------------------------
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("bad", ["nan", "inf"])

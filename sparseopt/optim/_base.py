@@ -118,13 +118,15 @@ class SparseOptimizer(Optimizer):
         fn: Callable[..., Any],
         group: dict[str, Any],
         params: list[Tensor],
+        grads: list[Tensor],
         states: list[dict[str, Any]],
         covered: bool,
         grad_scale: Tensor | None,
         found_inf: Tensor | None,
     ) -> None:
         """Call ``fn`` (the op or its reference) on one bucket: ``params`` share a device and
-        l1 coverage (``covered``: the l1 term applies); ``states[k]`` is ``params[k]``'s state."""
+        l1 coverage (``covered``: the l1 term applies); ``grads[k]`` and ``states[k]`` are
+        ``params[k]``'s gradient and state."""
         raise NotImplementedError
 
     # -- validation -----------------------------------------------------------------------
@@ -213,15 +215,16 @@ class SparseOptimizer(Optimizer):
     def _plan(self) -> list[tuple[dict[str, Any], dict[tuple[torch.device, bool], Any]]]:
         """Validate everything and group the work by (device, l1 coverage); writes nothing.
 
-        Each bucket is ``[fn, params, states]`` with ``states[k]`` None where a parameter has
+        Each bucket is ``[fn, params, grads, states]`` with ``states[k]`` None where a parameter has
         no state yet (created by :meth:`step` once every check has passed).
         """
         plan = []
-        get_state = self.state.get
         strided = torch.strided
         compiling = torch.compiler.is_compiling()
         capturing = not compiling and _capturing()
-        for gi, group in enumerate(self.param_groups):
+        gi = -1  # (not enumerate(self.param_groups): dynamo then guards on each .grad's identity)
+        for group in self.param_groups:
+            gi += 1
             if capturing and not group["capturable"]:
                 raise RuntimeError(
                     f"{self._owner}: step() is being captured in a CUDA graph but "
@@ -250,7 +253,10 @@ class SparseOptimizer(Optimizer):
                         f"{self._label(group, gi, i, p)} is on {device}; accepted: CUDA "
                         "parameters, or capturable=False"
                     )
-                state = get_state(p)
+                # Read the state only now: under torch.compile, the first path by which dynamo
+                # reaches a parameter becomes its guard source, and a source through the keys of
+                # self.state makes it guard on the identity of .grad (a recompile per step).
+                state = self.state.get(p)
                 if capturing and not state:
                     raise RuntimeError(
                         f"{self._owner}: {self._label(group, gi, i, p)} has no optimizer state "
@@ -270,9 +276,10 @@ class SparseOptimizer(Optimizer):
                 bucket = buckets.get(key)
                 if bucket is None:
                     fn = ops.resolve(self.op_name, device, group["backend"])
-                    bucket = buckets[key] = [fn, [], []]
+                    bucket = buckets[key] = [fn, [], [], []]
                 bucket[1].append(p)
-                bucket[2].append(state)
+                bucket[2].append(g)
+                bucket[3].append(state)
             plan.append((group, buckets))
         return plan
 
@@ -302,9 +309,9 @@ class SparseOptimizer(Optimizer):
         by_device: dict[torch.device, list[Tensor]] = {}
         for group, buckets in plan:
             if group["check_finite"]:
-                for (device, _), (_, params, _) in buckets.items():
+                for (device, _), (_, _, grads, _) in buckets.items():
                     by_device.setdefault(device, []).extend(
-                        _local(p.grad) for p in params if p.grad.numel() > 0
+                        _local(g) for g in grads if g.numel() > 0
                     )
         for grads in by_device.values():
             if grads and bool(torch.stack(torch._foreach_norm(grads, math.inf)).isfinite().all()):
@@ -334,7 +341,7 @@ class SparseOptimizer(Optimizer):
         if preflight:
             self._check_finite(plan)
         for group, buckets in plan:
-            for (device, covered), (fn, params, states) in buckets.items():
+            for (device, covered), (fn, params, grads, states) in buckets.items():
                 for k, state in enumerate(states):
                     if not state:
                         state = states[k] = self.state[params[k]]
@@ -345,6 +352,7 @@ class SparseOptimizer(Optimizer):
                     fn,
                     group,
                     params,
+                    grads,
                     states,
                     covered,
                     _on_device(grad_scale, device),

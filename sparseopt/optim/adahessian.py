@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -9,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .. import ops
-from ._base import SparseOptimizer, _capturing, check_betas, check_real, new_step
+from ._base import SparseOptimizer, _capturing, _has_dtensor, check_betas, check_real, new_step
 from .prox_sgd import Params
 
 
@@ -47,6 +48,15 @@ class AdaHessian(SparseOptimizer):
         backend: ``"auto"``, ``"native"`` or ``"reference"``.
         capturable, check_finite: CUDA-graph capture checks; raise on inf/NaN gradients
             (see :class:`~sparseopt.optim.SparseOptimizer`).
+        process_group: data parallelism (e.g. ``torch.distributed.group.WORLD``; default None:
+            no communication). Every step averages the gradients, and every Hessian step each
+            ``Hz``, over the group before using them, so the ranks stay identical and match one
+            process on the global batch (the probes ``z`` are the same everywhere: the seed is
+            taken from the group's first rank). DDP cannot reduce gradients that carry a graph
+            (its reducer fails in ``backward(create_graph=True)``), so run the forward and
+            backward of a DDP-wrapped model under ``ddp.no_sync()`` and let AdaHessian do the
+            averaging (or do not wrap the model at all). Not with GradScaler. FSDP2 (DTensor
+            parameters) is not supported: it reduce-scatters the gradients without their graph.
 
     With ``torch.amp.GradScaler`` (``scaler.scale(loss).backward(create_graph=True)``, then
     ``scaler.step(opt)``) the Hessian-vector products of the scaled loss are unscaled on the
@@ -72,6 +82,7 @@ class AdaHessian(SparseOptimizer):
         backend: str = "auto",
         capturable: bool = False,
         check_finite: bool = False,
+        process_group: Any = None,
     ) -> None:
         for name, value in (("update_each", update_each), ("n_samples", n_samples)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -91,6 +102,9 @@ class AdaHessian(SparseOptimizer):
         self.update_each = update_each
         self.n_samples = n_samples
         self.seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else seed
+        self.process_group = _check_process_group(process_group)
+        if process_group is not None:
+            self.seed = _broadcast_seed(self.seed, process_group)
         self._generators: dict[torch.device, torch.Generator] = {}
         self._generator_states: dict[str, Tensor] = {}
         self._hessian_steps = 0
@@ -172,6 +186,11 @@ class AdaHessian(SparseOptimizer):
                                           grad_outputs=[zs[i] for i in with_graph],
                                           retain_graph=k < self.n_samples - 1,
                                           allow_unused=True, materialize_grads=True)
+            if self.process_group is not None:
+                # H of the global-batch loss is the mean of the ranks' H (equal local batches),
+                # and the probes are equal on every rank: the mean of the local Hz is the global
+                # Hz. Averaged before |z * Hz|, which is not linear.
+                hzs = _averaged(list(hzs), self.process_group)
             if grad_scale is not None:
                 skip = self._unscale_hz(hzs, by_device, grad_scale, skip)
             for (device, backend), idx in by_device.items():
@@ -201,6 +220,49 @@ class AdaHessian(SparseOptimizer):
             skip = skip + flag.to(skip.device)
         return skip
 
+    # -- data parallelism ---------------------------------------------------------------------
+    def _check_distributed(
+        self, params: list[Tensor], grad_scale: Tensor | None, found_inf: Tensor | None
+    ) -> None:
+        """Refuse the distributed setups this step cannot serve, before anything is written."""
+        if _has_dtensor(params):
+            raise RuntimeError(
+                "AdaHessian does not support FSDP2 (fully_shard) or other DTensor parameters: "
+                "FSDP2 reduce-scatters the gradients without their autograd graph, so no "
+                "Hessian-vector product can be taken (nothing was changed). For data "
+                "parallelism wrap the model in DDP, run its forward and "
+                "backward(create_graph=True) under ddp.no_sync(), and pass "
+                "process_group=torch.distributed.group.WORLD to AdaHessian."
+            )
+        if self.process_group is None:
+            world = _world_size()
+            if world > 1:
+                warnings.warn(
+                    f"AdaHessian: torch.distributed runs {world} processes but process_group is "
+                    "None, so each process steps with its own gradients and Hessian estimate. "
+                    "For data parallelism pass process_group=torch.distributed.group.WORLD (and "
+                    "run a DDP model's forward and backward under ddp.no_sync(): DDP cannot "
+                    "reduce gradients that carry a graph).",
+                    stacklevel=4,
+                )
+            return
+        if grad_scale is not None or found_inf is not None:
+            raise RuntimeError(
+                "AdaHessian: process_group= is not supported with torch.amp.GradScaler: the "
+                "scaler checks each process's local gradients for inf/NaN, so the processes "
+                "could skip different steps and their loss scales would drift apart (nothing "
+                "was changed); accepted: bf16 autocast without a scaler, or no process_group"
+            )
+
+    def _is_state_init_step(self, params: list[Tensor]) -> bool:
+        """Whether this is the step torch.distributed.checkpoint's ``get_state_dict`` takes to
+        create a fresh optimizer's state: every ``lr`` 0 and every gradient zero (no graph).
+        It moves nothing, so there is no Hessian to estimate (the loaded state replaces what
+        it creates)."""
+        return all(g["lr"] == 0 for g in self.param_groups) and not any(
+            bool(p.grad.any()) for p in params
+        )
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """One AdaHessian step; call ``loss.backward(create_graph=True)`` first (or pass a
@@ -220,6 +282,24 @@ class AdaHessian(SparseOptimizer):
         params = [p for p, _ in pairs]
         grad_scale: Tensor | None = getattr(self, "grad_scale", None)
         found_inf: Tensor | None = getattr(self, "found_inf", None)
+        found_inf = self._hessian_pass(params, [g for _, g in pairs], grad_scale, found_inf)
+        self._update(preflight=False, found_inf=found_inf)
+        return loss
+
+    # Dynamo cannot trace tensors that carry a grad_fn (the gradients of backward(create_graph=
+    # True)), so under torch.compile this pass runs eagerly: one deliberate graph break; the
+    # checks before it and the fused update after it compile.
+    @torch.compiler.disable
+    def _hessian_pass(
+        self,
+        params: list[Tensor],
+        groups: list[dict[str, Any]],
+        grad_scale: Tensor | None,
+        found_inf: Tensor | None,
+    ) -> Tensor | None:
+        """Refresh ``hessian_diag`` when due and detach the gradients; returns the skip flag
+        for the update (``found_inf``, or the Hessian pass's flag under GradScaler)."""
+        self._check_distributed(params, grad_scale, found_inf)
         if self._hessian_steps % self.update_each == 0 and params:
             if grad_scale is None and found_inf is not None:
                 raise RuntimeError(
@@ -230,26 +310,31 @@ class AdaHessian(SparseOptimizer):
                     "supported with AdaHessian)"
                 )
             if all(p.grad.grad_fn is None for p in params):
-                raise RuntimeError(
-                    "AdaHessian.step() needs the graph of the gradients to compute Hessian-vector "
-                    f"products, but none of the {len(params)} gradients has one. Call "
-                    "loss.backward(create_graph=True) before opt.step() (and the same inside a "
-                    "closure)."
-                )
-            skip = self._update_hessian_diag(params, [g for _, g in pairs], grad_scale, found_inf)
-            if skip is not None:
-                found_inf = skip
+                if not self._is_state_init_step(params):
+                    raise RuntimeError(
+                        "AdaHessian.step() needs the graph of the gradients to compute "
+                        f"Hessian-vector products, but none of the {len(params)} gradients has "
+                        "one. Call loss.backward(create_graph=True) before opt.step() (and the "
+                        "same inside a closure)."
+                    )
+            else:
+                skip = self._update_hessian_diag(params, groups, grad_scale, found_inf)
+                if skip is not None:
+                    found_inf = skip
         self._hessian_steps += 1
         for p in params:  # free the double-backward graph
             p.grad = p.grad.detach()
-        self._update(preflight=False, found_inf=found_inf)
-        return loss
+        if self.process_group is not None:
+            for p, g in zip(params, _averaged([p.grad for p in params], self.process_group)):
+                p.grad = g
+        return found_inf
 
     def _run(
         self,
         fn: Callable[..., Any],
         group: dict[str, Any],
         params: list[Tensor],
+        grads: list[Tensor],
         states: list[dict[str, Any]],
         covered: bool,
         grad_scale: Tensor | None,
@@ -258,7 +343,7 @@ class AdaHessian(SparseOptimizer):
         beta1, beta2 = group["betas"]
         fn(
             params,
-            [p.grad for p in params],
+            grads,
             [s["exp_avg"] for s in states],
             [s["exp_hessian_diag_sq"] for s in states],
             [s["hessian_diag"] for s in states],
@@ -275,20 +360,94 @@ class AdaHessian(SparseOptimizer):
 
     # -- checkpointing: the probe generator and the Hessian-step count -----------------------
     def state_dict(self) -> dict[str, Any]:
+        """The usual ``state`` and ``param_groups``; AdaHessian's own entries (seed, Hessian-step
+        count, probe generator states) go under the key ``"adahessian"`` of the first param
+        group, since torch.distributed.checkpoint's ``get_state_dict``/``set_state_dict`` keep
+        nothing else. Every device's generator is included (a freshly seeded one where no probe
+        was drawn yet), so a fresh optimizer's state dict, the template that ``dcp.load`` fills,
+        has the same entries."""
         sd = super().state_dict()
+        for group in self.param_groups:
+            for p in group["params"]:
+                self._generator(p.device)
         states = dict(self._generator_states)
         states.update({str(d): g.get_state() for d, g in self._generators.items()})
-        sd["adahessian"] = dict(seed=self.seed, hessian_steps=self._hessian_steps,
-                                update_each=self.update_each, n_samples=self.n_samples,
-                                generator_states=states)
+        extra = dict(seed=self.seed, hessian_steps=self._hessian_steps,
+                     update_each=self.update_each, n_samples=self.n_samples,
+                     generator_states=states)
+        sd["param_groups"][0] = dict(sd["param_groups"][0], adahessian=extra)
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
-        extra = state_dict.pop("adahessian", None)
+        extra = state_dict.pop("adahessian", None)  # where state dicts of earlier versions kept it
+        groups = state_dict.get("param_groups")
+        if groups and isinstance(groups[0], dict) and "adahessian" in groups[0]:
+            groups = [dict(g) for g in groups]
+            extra = groups[0].pop("adahessian")
+            state_dict["param_groups"] = groups
         super().load_state_dict(state_dict)
         if extra is not None:
             self.seed = extra["seed"]
             self._hessian_steps = extra["hessian_steps"]
             self._generators = {}
             self._generator_states = {k: v.clone() for k, v in extra["generator_states"].items()}
+
+
+# -- data parallelism (process_group=) ---------------------------------------------------------
+def _world_size() -> int:
+    """The default group's size when torch.distributed is initialized, else 1."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _check_process_group(group: Any) -> Any:
+    if group is None:
+        return None
+    import torch.distributed as dist
+
+    if not dist.is_available() or not isinstance(group, dist.ProcessGroup):
+        raise ValueError(
+            f"AdaHessian: process_group = {group!r} is not a torch.distributed ProcessGroup; "
+            "accepted: None, or a process group such as torch.distributed.group.WORLD (after "
+            "torch.distributed.init_process_group)"
+        )
+    return group
+
+
+def _broadcast_seed(seed: int, group: Any) -> int:
+    """The seed of the group's first rank, so that every rank draws the same probes."""
+    import torch.distributed as dist
+
+    box = [seed]
+    dist.broadcast_object_list(box, src=dist.get_global_rank(group, 0), group=group)
+    return int(box[0])
+
+
+def _averaged(tensors: list[Tensor], group: Any) -> list[Tensor]:
+    """The mean of each tensor over ``group``: one all-reduce (sum, then / size) per device
+    and dtype on a flat buffer. New tensors (the inputs may be expanded views), in the
+    inputs' order, which is the same on every rank (the parameters' order)."""
+    import torch.distributed as dist
+
+    size = dist.get_world_size(group)
+    if size == 1:
+        return list(tensors)
+    buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, t in enumerate(tensors):
+        buckets.setdefault((t.device, t.dtype), []).append(i)
+    out: list[Tensor] = list(tensors)
+    for idx in buckets.values():
+        flat = torch.cat([tensors[i].reshape(-1) for i in idx])
+        dist.all_reduce(flat, group=group)
+        flat.div_(size)
+        offset = 0
+        for i in idx:
+            t = tensors[i]
+            mean = flat[offset : offset + t.numel()].view(t.shape)
+            if not t.is_contiguous():  # keep the layout (e.g. channels_last) for the kernels
+                mean = torch.empty_like(t, memory_format=torch.preserve_format).copy_(mean)
+            out[i] = mean
+            offset += t.numel()
+    return out

@@ -101,6 +101,7 @@ class Adam(SparseOptimizer):
         fn: Callable[..., Any],
         group: dict[str, Any],
         params: list[Tensor],
+        grads: list[Tensor],
         states: list[dict[str, Any]],
         covered: bool,
         grad_scale: Tensor | None,
@@ -114,7 +115,7 @@ class Adam(SparseOptimizer):
         beta1, beta2 = group["betas"]
         fn(
             params,
-            [p.grad for p in params],
+            grads,
             [s["exp_avg"] for s in states],
             [s["exp_avg_sq"] for s in states],
             [s["max_exp_avg_sq"] for s in states] if amsgrad else [],

@@ -114,6 +114,7 @@ class OBProxSG(SparseOptimizer):
         fn: Callable[..., Any],
         group: dict[str, Any],
         params: list[Tensor],
+        grads: list[Tensor],
         states: list[dict[str, Any]],
         covered: bool,
         grad_scale: Tensor | None,
@@ -126,7 +127,7 @@ class OBProxSG(SparseOptimizer):
             n_o = -1
         fn(
             params,
-            [p.grad for p in params],
+            grads,
             [s["step"] for s in states],
             float(group["lr"]),
             float(group["l1"]) if covered else 0.0,

@@ -123,6 +123,7 @@ class PDCA(SparseOptimizer):
         fn: Callable[..., Any],
         group: dict[str, Any],
         params: list[Tensor],
+        grads: list[Tensor],
         states: list[dict[str, Any]],
         covered: bool,
         grad_scale: Tensor | None,
@@ -130,7 +131,7 @@ class PDCA(SparseOptimizer):
     ) -> None:
         fn(
             params,
-            [p.grad for p in params],
+            grads,
             [s["x"] for s in states],
             [s["step"] for s in states],
             self._beta_table(int(group["restart"]), params[0].device),

@@ -100,6 +100,7 @@ class ProxSGD(SparseOptimizer):
         fn: Callable[..., Any],
         group: dict[str, Any],
         params: list[Tensor],
+        grads: list[Tensor],
         states: list[dict[str, Any]],
         covered: bool,
         grad_scale: Tensor | None,
@@ -107,7 +108,7 @@ class ProxSGD(SparseOptimizer):
     ) -> None:
         fn(
             params,
-            [p.grad for p in params],
+            grads,
             self._buffers(group, params, states),
             float(group["lr"]),
             float(group["l1"]) if covered else 0.0,
@@ -175,6 +176,7 @@ class SqrtTProxSGD(ProxSGD):
         fn: Callable[..., Any],
         group: dict[str, Any],
         params: list[Tensor],
+        grads: list[Tensor],
         states: list[dict[str, Any]],
         covered: bool,
         grad_scale: Tensor | None,
@@ -182,7 +184,7 @@ class SqrtTProxSGD(ProxSGD):
     ) -> None:
         fn(
             params,
-            [p.grad for p in params],
+            grads,
             self._buffers(group, params, states),
             [s["step"] for s in states],
             float(group["lr"]),

@@ -87,6 +87,7 @@ class RDA(SparseOptimizer):
         fn: Callable[..., Any],
         group: dict[str, Any],
         params: list[Tensor],
+        grads: list[Tensor],
         states: list[dict[str, Any]],
         covered: bool,
         grad_scale: Tensor | None,
@@ -95,7 +96,7 @@ class RDA(SparseOptimizer):
         after = group["retrain_after"]
         fn(
             params,
-            [p.grad for p in params],
+            grads,
             [s["grad_avg"] for s in states],
             [s["center"] for s in states] if group["w0"] == "init" else [],
             [s["step"] for s in states],
