@@ -40,7 +40,9 @@ def make_model() -> nn.Module:
 def backward(model: nn.Module, t: int, name: str, scale: float = 1.0, scaler=None) -> None:
     gen = torch.Generator().manual_seed(t)
     x, y = torch.randn(5, 2, 6, 6, generator=gen), torch.randint(0, 3, (5,), generator=gen)
-    loss = nn.functional.cross_entropy(model(x), y) * scale
+    device = next(model.parameters()).device
+    out = model(x.to(device))
+    loss = nn.functional.cross_entropy(out, y.to(out.device)) * scale
     if scaler is not None:
         loss = scaler.scale(loss)
     loss.backward(create_graph=name == "AdaHessian")
@@ -70,21 +72,27 @@ def assert_unchanged(model, opt, snap) -> None:
                 assert torch.equal(now[k][key], v), (k, key)
 
 
+CUDA_NATIVE = torch.cuda.is_available() and sparseopt.ops.has_native("cuda")
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not CUDA_NATIVE, reason="needs a GPU and a CUDA build of sparseopt"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", NAMES)
-def test_resume_from_state_dict_is_bit_exact(name: str) -> None:
-    model = make_model()
+def test_resume_from_state_dict_is_bit_exact(name: str, device: str) -> None:
+    model = make_model().to(device)
     opt = FACTORIES[name](model.parameters())
     train(model, opt, name, 0, 8)
     unbroken = [p.detach().clone() for p in model.parameters()]
 
-    model = make_model()
+    model = make_model().to(device)
     opt = FACTORIES[name](model.parameters())
     train(model, opt, name, 0, 4)
     buf = io.BytesIO()
     torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buf)
     buf.seek(0)
     saved = torch.load(buf, weights_only=False)
-    resumed = make_model()
+    resumed = make_model().to(device)
     resumed.load_state_dict(saved["model"])
     opt2 = FACTORIES[name](resumed.parameters())
     opt2.load_state_dict(saved["opt"])
@@ -255,6 +263,62 @@ def test_compiled_step_compiles_once_and_equals_eager(name: str) -> None:
     for a, b in zip(model.parameters(), twin.parameters()):
         assert torch.equal(a, b)
 
+
+class _MixedDtypes(nn.Module):
+    """fp32 conv, fp64 head, bf16 extra scale: three dtypes in one parameter group."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(2, 4, 3)
+        self.head = nn.Linear(4 * 4 * 4, 3).double()
+        self.scale = nn.Parameter(torch.full((3,), 0.75, dtype=torch.bfloat16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.conv(x)).flatten(1).double()
+        return self.head(h) * self.scale.double()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_mixed_dtypes_in_one_group_step_like_one_group_per_dtype(name: str) -> None:
+    """Mixed dtypes in a group are accepted (as in torch): one fused call covers them and each
+    parameter's update equals the one it gets in a group of its own dtype."""
+    model, twin = _MixedDtypes(), _MixedDtypes()
+    opt = FACTORIES[name](model.parameters())
+    by_dtype: dict[torch.dtype, list] = {}
+    for p in twin.parameters():
+        by_dtype.setdefault(p.dtype, []).append(p)
+    ref = FACTORIES[name]([{"params": ps} for ps in by_dtype.values()])
+    train(model, opt, name, 0, 4)
+    train(twin, ref, name, 0, 4)
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+
+
+class _MixedDevices(nn.Module):
+    """conv on the CPU, head on the GPU: two devices in one parameter group."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(2, 4, 3)
+        self.head = nn.Linear(4 * 4 * 4, 3).cuda()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.conv(x.cpu())).flatten(1).cuda())
+
+
+@pytest.mark.skipif(not CUDA_NATIVE, reason="needs a GPU and a CUDA build of sparseopt")
+@pytest.mark.parametrize("name", NAMES)
+def test_mixed_devices_in_one_group_step_like_one_group_per_device(name: str) -> None:
+    model, twin = _MixedDevices(), _MixedDevices()
+    opt = FACTORIES[name](model.parameters())
+    ref = FACTORIES[name]([{"params": twin.conv.parameters()}, {"params": twin.head.parameters()}])
+    train(model, opt, name, 0, 4)
+    train(twin, ref, name, 0, 4)
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
+
 # -- opt-in checks: non-finite gradients, capturable -----------------------------------------
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("bad", ["nan", "inf"])
@@ -333,9 +397,6 @@ def test_capturable_and_check_finite_survive_state_dict(name: str) -> None:
     other.load_state_dict(sd)
     assert other.param_groups[0]["capturable"] is False
     assert other.param_groups[0]["check_finite"] is False
-
-
-CUDA_NATIVE = torch.cuda.is_available() and sparseopt.ops.has_native("cuda")
 
 
 @pytest.mark.skipif(not CUDA_NATIVE,
