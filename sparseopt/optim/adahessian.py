@@ -55,7 +55,8 @@ class AdaHessian(SparseOptimizer):
             taken from the group's first rank). DDP cannot reduce gradients that carry a graph
             (its reducer fails in ``backward(create_graph=True)``), so run the forward and
             backward of a DDP-wrapped model under ``ddp.no_sync()`` and let AdaHessian do the
-            averaging (or do not wrap the model at all). Not with GradScaler. FSDP2 (DTensor
+            averaging (or do not wrap the model at all). Every rank must have gradients for the
+            same parameters (no per-rank unused parameters). Not with GradScaler. FSDP2 (DTensor
             parameters) is not supported: it reduce-scatters the gradients without their graph.
 
     With ``torch.amp.GradScaler`` (``scaler.scale(loss).backward(create_graph=True)``, then
