@@ -465,3 +465,366 @@ def test_cuda_graph_capture_refuses_what_a_graph_cannot_replay(name: str) -> Non
             with pytest.raises(RuntimeError, match=match):
                 with torch.cuda.graph(torch.cuda.CUDAGraph()):
                     opt.step()
+
+
+# -- layers ---
+# The sparse conv layers (sparseopt.nn) in the same bad-input matrix: both layers, in training
+# mode (masked dense conv) and compressed (the sparse kernel, and the dense fallback). Every bad
+# call must fail with a message naming what was wrong and what is accepted, and leave every
+# parameter and buffer (the compressed form included) as it was.
+LAYER_KINDS = {
+    "pointwise": lambda **kw: sparseopt.nn.SparsePointwiseConv2d(8, 6, stride=2, **kw),
+    "depthwise": lambda **kw: sparseopt.nn.SparseDepthwiseConv2d(8, 3, stride=2, padding=1, **kw),
+}
+LAYER_MODES = {"training": None, "sparse": 1.0, "dense_fallback": 0.0}  # -> dense_threshold
+LAYER_CASES = [(k, m) for k in LAYER_KINDS for m in LAYER_MODES]
+LAYER_IDS = [f"{k}-{m}" for k, m in LAYER_CASES]
+GOOD_INPUT = (2, 8, 7, 9)
+
+
+def make_layer(kind: str, mode: str, **kw) -> nn.Module:
+    torch.manual_seed(0)
+    layer = LAYER_KINDS[kind](**kw)
+    with torch.no_grad():
+        layer.weight.view(-1)[::3] = 0  # pruned
+        layer.update_mask()
+    if LAYER_MODES[mode] is not None:
+        layer.compress(dense_threshold=LAYER_MODES[mode])
+        assert layer.kernel == ("sparse" if mode == "sparse" else "dense")
+        with torch.no_grad():
+            # The compressed form is now stale (rebuilt at the next good call): a bad call that
+            # rebuilt it before failing would show up as a changed buffer.
+            layer.weight.mul_(2)
+    return layer
+
+
+def layer_snapshot(layer: nn.Module) -> dict:
+    tensors = dict(layer.named_parameters())
+    tensors.update(layer.named_buffers())  # mask and, when compressed, _ptr/_idx/_values/_dense
+    return {
+        "tensors": {k: (v, v.detach().clone()) for k, v in tensors.items()},
+        "mode": (layer.compressed, layer._dense_threshold, layer._stamp),
+    }
+
+
+def assert_layer_unchanged(layer: nn.Module, snap: dict) -> None:
+    now = dict(layer.named_parameters())
+    now.update(layer.named_buffers())
+    assert now.keys() == snap["tensors"].keys()
+    for k, (obj, value) in snap["tensors"].items():
+        assert now[k] is obj, f"{k} was replaced"
+        assert now[k].dtype == value.dtype and now[k].shape == value.shape, k
+        assert torch.equal(now[k].detach(), value), f"{k} changed"
+    assert (layer.compressed, layer._dense_threshold, layer._stamp) == snap["mode"]
+
+
+def assert_still_works(layer: nn.Module) -> None:
+    """After the failed call, a good input runs and gives the masked dense convolution."""
+    x = torch.randn(GOOD_INPUT, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = layer(x)
+        expected = layer.to_dense()(x)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def re_shape(shape) -> str:
+    """A shape as the messages print it, escaped for a regex: [8, 1, 3, 3]."""
+    return r"\[" + ", ".join(str(s) for s in shape) + r"\]"
+
+
+def layer_name(kind: str) -> str:
+    return {"pointwise": "SparsePointwiseConv2d", "depthwise": "SparseDepthwiseConv2d"}[kind]
+
+
+BAD_INPUTS = {
+    "3d": (lambda: torch.zeros(8, 7, 9), ValueError,
+           r"expected a 4-D input \[N, C, H, W\], got a 3-D tensor of shape \[8, 7, 9\]"),
+    "5d": (lambda: torch.zeros(2, 8, 7, 9, 1), ValueError,
+           r"expected a 4-D input \[N, C, H, W\], got a 5-D tensor of shape \[2, 8, 7, 9, 1\]"),
+    "2d": (lambda: torch.zeros(8, 7), ValueError, r"expected a 4-D input .* got a 2-D tensor"),
+    "channels_7": (lambda: torch.zeros(2, 7, 7, 9), ValueError,
+                   r"expected 8 input channels, got 7 \(input shape \[2, 7, 7, 9\]\)"),
+    "channels_16": (lambda: torch.zeros(2, 16, 7, 9), ValueError,
+                    r"expected 8 input channels, got 16"),
+    "channels_last_dim": (lambda: torch.zeros(2, 7, 9, 8), ValueError,  # NHWC by mistake
+                          r"expected 8 input channels, got 7"),
+    "float64": (lambda: torch.zeros(GOOD_INPUT, dtype=torch.float64), TypeError,
+                r"expected a torch.float32 input \(the weight's dtype\), got torch.float64"),
+    "float16": (lambda: torch.zeros(GOOD_INPUT, dtype=torch.float16), TypeError,
+                r"expected a torch.float32 input \(the weight's dtype\), got torch.float16"),
+    "int64": (lambda: torch.zeros(GOOD_INPUT, dtype=torch.int64), TypeError,
+              r"expected a torch.float32 input \(the weight's dtype\), got torch.int64"),
+    "uint8": (lambda: torch.zeros(GOOD_INPUT, dtype=torch.uint8), TypeError,
+              r"expected a torch.float32 input .* got torch.uint8"),
+    "bool": (lambda: torch.zeros(GOOD_INPUT, dtype=torch.bool), TypeError,
+             r"expected a torch.float32 input .* got torch.bool"),
+    "complex": (lambda: torch.zeros(GOOD_INPUT, dtype=torch.complex64), TypeError,
+                r"expected a torch.float32 input .* got torch.complex64"),
+    "meta_device": (lambda: torch.zeros(GOOD_INPUT, device="meta"), RuntimeError,
+                    r"expected an input on cpu \(the weight's device\), got meta"),
+    "empty_map": (lambda: torch.zeros(2, 8, 0, 9), ValueError,
+                  r"expected a non-empty H x W map, got an input of shape \[2, 8, 0, 9\]"),
+    "numpy": (lambda: torch.zeros(GOOD_INPUT).numpy(), TypeError,
+              r"expected a torch.Tensor input, got ndarray"),
+    "list": (lambda: [[1.0]], TypeError, r"expected a torch.Tensor input, got list"),
+}
+if torch.cuda.is_available():
+    BAD_INPUTS["cuda_device"] = (lambda: torch.zeros(GOOD_INPUT, device="cuda"), RuntimeError,
+                                 r"expected an input on cpu \(the weight's device\), got cuda")
+
+
+@pytest.mark.parametrize("bad", list(BAD_INPUTS))
+@pytest.mark.parametrize("kind,mode", LAYER_CASES, ids=LAYER_IDS)
+def test_layer_bad_input_fails_clearly_and_changes_nothing(kind: str, mode: str, bad: str) -> None:
+    make_input, exc, match = BAD_INPUTS[bad]
+    layer = make_layer(kind, mode)
+    snap = layer_snapshot(layer)
+    x = make_input()
+    with pytest.raises(exc, match=rf"{layer_name(kind)}: {match}"):
+        layer(x)
+    assert_layer_unchanged(layer, snap)
+    assert_still_works(layer)
+
+
+@pytest.mark.parametrize("mode", list(LAYER_MODES))
+def test_depthwise_input_smaller_than_the_kernel_fails_clearly(mode: str) -> None:
+    torch.manual_seed(0)
+    layer = sparseopt.nn.SparseDepthwiseConv2d(8, (5, 3), padding=(1, 0))
+    if LAYER_MODES[mode] is not None:
+        layer.compress(dense_threshold=LAYER_MODES[mode])
+    snap = layer_snapshot(layer)
+    with pytest.raises(ValueError, match=r"SparseDepthwiseConv2d: the padded input \(4 x 9\) is "
+                                         r"smaller than the kernel \(5 x 3\)"):
+        layer(torch.zeros(1, 8, 2, 9))
+    assert_layer_unchanged(layer, snap)
+    assert layer(torch.zeros(1, 8, 3, 3)).shape == (1, 8, 1, 1)  # exactly the kernel: fine
+
+
+@pytest.mark.parametrize("kind", list(LAYER_KINDS))
+def test_layer_on_meta_device_checks_the_input_device_and_cannot_compress(kind: str) -> None:
+    """The reverse direction (layer on another device than the input), and compress() on a
+    layer without values: a clear error, and the layer stays in training mode."""
+    layer = LAYER_KINDS[kind](device="meta")
+    with pytest.raises(RuntimeError, match=rf"{layer_name(kind)}: expected an input on meta "
+                                           r"\(the weight's device\), got cpu"):
+        layer(torch.zeros(GOOD_INPUT))
+    assert layer(torch.zeros(GOOD_INPUT, device="meta")).device.type == "meta"
+    with pytest.raises(RuntimeError, match=rf"{layer_name(kind)}: cannot compress a layer on the "
+                                           r"meta device .* materialise it first"):
+        layer.compress()
+    assert not layer.compressed and layer.kernel == "masked_dense"
+    assert layer(torch.zeros(GOOD_INPUT, device="meta")).device.type == "meta"
+
+
+def bad_masks(layer: nn.Module) -> dict:
+    shape = tuple(layer.weight.shape)
+    return {
+        # [kh, kw] / [O, C] would broadcast against the weight: the same mask for every channel
+        "broadcastable_shape": (torch.ones(shape[2:] if shape[2] > 1 else shape[:2],
+                                           dtype=torch.bool), ValueError),
+        "too_many_dims": (torch.ones(*shape, 1, dtype=torch.bool), ValueError),
+        "flat": (torch.ones(layer.weight.numel(), dtype=torch.bool), ValueError),
+        "float": (torch.ones(shape), TypeError),
+        "uint8": (torch.ones(shape, dtype=torch.uint8), TypeError),
+        "meta_device": (torch.ones(shape, dtype=torch.bool, device="meta"), RuntimeError),
+        "not_a_tensor": ([[True]], TypeError),
+        "none": (None, TypeError),
+    }
+
+
+MASK_CASES = ["broadcastable_shape", "too_many_dims", "flat", "float", "uint8", "meta_device",
+              "not_a_tensor", "none"]
+
+
+@pytest.mark.parametrize("bad", MASK_CASES)
+@pytest.mark.parametrize("kind,mode", LAYER_CASES, ids=LAYER_IDS)
+def test_layer_bad_mask_assigned_is_rejected_and_changes_nothing(kind: str, mode: str,
+                                                                 bad: str) -> None:
+    layer = make_layer(kind, mode)
+    assert set(bad_masks(layer)) == set(MASK_CASES)
+    value, exc = bad_masks(layer)[bad]
+    snap = layer_snapshot(layer)
+    shape = re_shape(layer.weight.shape)
+    with pytest.raises(exc, match=rf"{layer_name(kind)}: the mask assigned must be a torch.bool "
+                                  rf"tensor of the weight's shape {shape} on cpu, got "):
+        layer.mask = value
+    assert_layer_unchanged(layer, snap)
+    assert_still_works(layer)
+
+
+@pytest.mark.parametrize("kind", list(LAYER_KINDS))
+def test_layer_mask_replaced_behind_setattr_is_caught_at_the_next_call(kind: str) -> None:
+    """mask.data = ... bypasses the assignment check; the forward and compress() still refuse
+    a mask that would broadcast instead of failing or masking the wrong weights."""
+    layer = make_layer(kind, "training")
+    layer.mask.data = torch.ones(3, 3, dtype=torch.bool)
+    weight = layer.weight.detach().clone()
+    for call in (lambda: layer(torch.zeros(GOOD_INPUT)), layer.compress):
+        with pytest.raises(ValueError, match=rf"{layer_name(kind)}: mask must be a torch.bool "
+                                             r"tensor of the weight's shape .* got a torch.bool "
+                                             r"tensor of shape \[3, 3\]"):
+            call()
+    assert not layer.compressed and torch.equal(layer.weight, weight)
+
+
+def bad_state_dicts(layer: nn.Module) -> dict:
+    """(state_dict, exception match) pairs; each also carries a changed bias and mask, so a
+    loader that copied the entries that fit before failing would be caught."""
+    sd = layer.state_dict()
+    other = {"bias": torch.full_like(sd["bias"], 7.0), "mask": torch.zeros_like(sd["mask"])}
+    w = list(sd["weight"].shape)
+    wrong_w = [w[0] + 1] + w[1:]
+    cases = {
+        "weight_shape": (dict(sd, weight=torch.zeros(wrong_w), **other),
+                         rf"weight in the state_dict \(weight\) has shape {re_shape(wrong_w)}, "
+                         rf"expected {re_shape(w)} \(in_channels=8, out_channels="),
+        "weight_transposed": (dict(sd, weight=sd["weight"].transpose(0, 1).clone(), **other),
+                              r"weight in the state_dict \(weight\) has shape"),
+        "weight_flat": (dict(sd, weight=sd["weight"].flatten(), **other),
+                        r"weight in the state_dict \(weight\) has shape"),
+        "weight_integer": (dict(sd, weight=sd["weight"].long(), **other),
+                           r"weight in the state_dict \(weight\) has dtype torch.int64, "
+                           r"expected a floating-point tensor"),
+        "bias_shape": (dict(sd, bias=torch.zeros(3), mask=other["mask"]),
+                       r"bias in the state_dict \(bias\) has shape \[3\], expected"),
+        "mask_shape": (dict(sd, mask=torch.ones(w[:2], dtype=torch.bool), bias=other["bias"]),
+                       rf"mask in the state_dict \(mask\) has shape {re_shape(w[:2])}, expected "
+                       rf"{re_shape(w)} \(the weight's shape\)"),
+        "mask_not_a_tensor": (dict(sd, mask=[1, 0], bias=other["bias"]),
+                              r"mask in the state_dict \(mask\) has shape list"),
+        "mask_complex": (dict(sd, mask=torch.ones(w, dtype=torch.complex64), bias=other["bias"]),
+                         r"mask in the state_dict \(mask\) has dtype torch.complex64; expected "
+                         r"bool \(or an integer or floating-point tensor of 0s and 1s\)"),
+        "mask_soft": (dict(sd, mask=torch.full(w, 0.5), bias=other["bias"]),
+                      r"mask in the state_dict \(mask\) holds values other than 0 and 1"),
+        "mask_nan": (dict(sd, mask=torch.full(w, float("nan")), bias=other["bias"]),
+                     r"mask in the state_dict \(mask\) holds values other than 0 and 1"),
+    }
+    return cases
+
+
+SD_CASES = ["weight_shape", "weight_transposed", "weight_flat", "weight_integer", "bias_shape",
+            "mask_shape", "mask_not_a_tensor", "mask_complex", "mask_soft", "mask_nan"]
+
+
+@pytest.mark.parametrize("bad", SD_CASES)
+@pytest.mark.parametrize("kind,mode", LAYER_CASES, ids=LAYER_IDS)
+def test_layer_bad_state_dict_is_rejected_before_anything_is_loaded(kind: str, mode: str,
+                                                                    bad: str) -> None:
+    layer = make_layer(kind, mode)
+    assert set(bad_state_dicts(layer)) == set(SD_CASES)
+    sd, match = bad_state_dicts(layer)[bad]
+    snap = layer_snapshot(layer)
+    with pytest.raises(RuntimeError, match=rf"{layer_name(kind)}: {match}"):
+        layer.load_state_dict(sd)
+    assert_layer_unchanged(layer, snap)
+    assert_still_works(layer)
+
+
+@pytest.mark.parametrize("kind", list(LAYER_KINDS))
+def test_layer_state_dict_missing_or_unexpected_keys(kind: str) -> None:
+    """Missing and unexpected keys are torch's strict/non-strict business (the layer's loader is
+    not told `strict`): strict names them; non-strict loads what fits. Not atomic under strict:
+    torch copies the entries present before it reports the missing ones."""
+    src = make_layer(kind, "training")
+    dst = make_layer(kind, "training", bias=False)
+    with pytest.raises(RuntimeError, match=r'Unexpected key\(s\) in state_dict: "bias"'):
+        dst.load_state_dict(src.state_dict())
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "bias"'):
+        make_layer(kind, "training").load_state_dict(dst.state_dict())
+    without_mask = {k: v for k, v in src.state_dict().items() if k != "mask"}
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "mask"'):
+        make_layer(kind, "training").load_state_dict(without_mask)
+    # strict=False: the bias is skipped, the rest loads (a mask of 0/1 floats is accepted)
+    fresh = make_layer(kind, "training", bias=False)
+    with torch.no_grad():
+        fresh.weight.zero_()
+    fresh.update_mask()
+    fresh.load_state_dict(dict(src.state_dict(), mask=src.mask.float()), strict=False)
+    assert torch.equal(fresh.weight, src.weight) and torch.equal(fresh.mask, src.mask)
+
+
+@pytest.mark.parametrize("kind", list(LAYER_KINDS))
+def test_layer_bad_state_dict_inside_a_model_leaves_the_layer_unchanged(kind: str) -> None:
+    model = nn.Sequential(make_layer(kind, "sparse"), nn.ReLU())
+    sd = model.state_dict()
+    sd["0.weight"] = torch.zeros(3, 3, 3, 3)
+    sd["0.bias"] = sd["0.bias"] + 1
+    snap = layer_snapshot(model[0])
+    with pytest.raises(RuntimeError, match=r"weight in the state_dict \(0\.weight\) has shape "
+                                           r"\[3, 3, 3, 3\]"):
+        model.load_state_dict(sd)
+    assert_layer_unchanged(model[0], snap)
+
+
+BAD_CONSTRUCTORS = {
+    "pw_in_0": (lambda: sparseopt.nn.SparsePointwiseConv2d(0, 4), ValueError,
+                r"SparsePointwiseConv2d: in_ch and out_ch must be >= 1 \(ints\), got 0, 4"),
+    "pw_out_negative": (lambda: sparseopt.nn.SparsePointwiseConv2d(4, -2), ValueError,
+                        r"in_ch and out_ch must be >= 1 \(ints\), got 4, -2"),
+    "pw_in_float": (lambda: sparseopt.nn.SparsePointwiseConv2d(2.5, 4), ValueError,
+                    r"in_ch and out_ch must be >= 1 \(ints\), got 2.5, 4"),
+    "pw_in_str": (lambda: sparseopt.nn.SparsePointwiseConv2d("8", 4), ValueError,
+                  r"in_ch and out_ch must be >= 1 \(ints\), got '8', 4"),
+    "pw_in_bool": (lambda: sparseopt.nn.SparsePointwiseConv2d(True, 4), ValueError,
+                   r"in_ch and out_ch must be >= 1 \(ints\), got True, 4"),
+    "pw_stride_0": (lambda: sparseopt.nn.SparsePointwiseConv2d(4, 4, stride=0), ValueError,
+                    r"SparsePointwiseConv2d: stride must be an int or a pair of ints, each >= 1; "
+                    r"got 0"),
+    "pw_stride_negative_pair": (lambda: sparseopt.nn.SparsePointwiseConv2d(4, 4, stride=(1, -1)),
+                                ValueError, r"stride must be .* each >= 1; got \(1, -1\)"),
+    "pw_stride_triple": (lambda: sparseopt.nn.SparsePointwiseConv2d(4, 4, stride=(1, 1, 1)),
+                         ValueError, r"stride must be an int or a pair of ints \(each >= 1\), "
+                                     r"got \(1, 1, 1\)"),
+    "pw_stride_float": (lambda: sparseopt.nn.SparsePointwiseConv2d(4, 4, stride=1.5),
+                        ValueError, r"stride must be an int or a pair of ints .*got 1.5"),
+    "pw_dtype_int": (lambda: sparseopt.nn.SparsePointwiseConv2d(4, 4, dtype=torch.int32),
+                     ValueError, r"SparsePointwiseConv2d: dtype must be a floating-point dtype "
+                                 r"\(float32, float64, float16 or bfloat16\), got torch.int32"),
+    "pw_dtype_complex": (lambda: sparseopt.nn.SparsePointwiseConv2d(4, 4, dtype=torch.cfloat),
+                         ValueError, r"dtype must be a floating-point dtype .* torch.complex64"),
+    "dw_channels_0": (lambda: sparseopt.nn.SparseDepthwiseConv2d(0, 3), ValueError,
+                      r"SparseDepthwiseConv2d: channels must be an int >= 1, got 0"),
+    "dw_channels_negative": (lambda: sparseopt.nn.SparseDepthwiseConv2d(-4, 3), ValueError,
+                             r"channels must be an int >= 1, got -4"),
+    "dw_channels_float": (lambda: sparseopt.nn.SparseDepthwiseConv2d(4.0, 3), ValueError,
+                          r"channels must be an int >= 1, got 4.0"),
+}
+_DW_ARGS = (r"SparseDepthwiseConv2d: need kernel_size >= 1, stride >= 1, padding >= 0, each an "
+            r"int or a pair of ints; got ")
+for _name, _kw, _shown in [
+    ("kernel_0", dict(kernel_size=0), r"kernel_size=0, stride=1, padding=0"),
+    ("kernel_negative", dict(kernel_size=(3, -1)), r"kernel_size=\(3, -1\)"),
+    ("kernel_triple", dict(kernel_size=(3, 3, 3)), r"kernel_size=\(3, 3, 3\)"),
+    ("kernel_float", dict(kernel_size=1.5), r"kernel_size=1.5"),
+    ("kernel_str", dict(kernel_size="3"), r"kernel_size='3'"),
+    ("kernel_empty", dict(kernel_size=()), r"kernel_size=\(\)"),
+    ("stride_0", dict(kernel_size=3, stride=0), r"kernel_size=3, stride=0"),
+    ("stride_negative", dict(kernel_size=3, stride=-2), r"stride=-2"),
+    ("padding_negative", dict(kernel_size=3, padding=-1), r"padding=-1"),
+    ("padding_float", dict(kernel_size=3, padding=0.5), r"padding=0.5"),
+]:
+    BAD_CONSTRUCTORS["dw_" + _name] = (
+        lambda kw=_kw: sparseopt.nn.SparseDepthwiseConv2d(4, **kw), ValueError,
+        _DW_ARGS + r".*" + _shown)
+BAD_CONSTRUCTORS["dw_dtype_int"] = (
+    lambda: sparseopt.nn.SparseDepthwiseConv2d(4, 3, dtype=torch.int64), ValueError,
+    r"SparseDepthwiseConv2d: dtype must be a floating-point dtype .* got torch.int64")
+
+
+@pytest.mark.parametrize("bad", list(BAD_CONSTRUCTORS))
+def test_layer_bad_constructor_arguments(bad: str) -> None:
+    factory, exc, match = BAD_CONSTRUCTORS[bad]
+    with pytest.raises(exc, match=match):
+        factory()
+
+
+@pytest.mark.parametrize("kind,mode", LAYER_CASES, ids=LAYER_IDS)
+@pytest.mark.parametrize("threshold", [1.5, -0.1, float("nan"), "0.5", True])
+def test_layer_bad_dense_threshold_changes_nothing(kind: str, mode: str, threshold) -> None:
+    layer = make_layer(kind, mode)
+    snap = layer_snapshot(layer)
+    with pytest.raises(ValueError, match=r"dense_threshold must be in \[0, 1\], got "):
+        layer.compress(threshold)
+    assert_layer_unchanged(layer, snap)
+    assert_still_works(layer)

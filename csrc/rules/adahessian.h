@@ -29,10 +29,16 @@ C10_HOST_DEVICE inline float sqrt_f_(float x) {
 }
 C10_HOST_DEVICE inline double sqrt_f_(double x) { return sqrt_(x); }
 
-// x^k for x >= 0 computed in double and rounded once (so the reference, which does the same,
-// agrees to the last bit whichever libm evaluates it).
+// x^k for x >= 0 computed in double and rounded once. For float/half/bfloat16 storage (float
+// math) the reference, which does the same with torch.pow, agrees to the last bit whichever pow
+// evaluates it (two double results a few ulp apart round to the same float but with
+// probability ~2^-27). For double math the final rounding is pow's own: torch's CPU pow is
+// SLEEF (<= 1 ulp) on full vectors and libm on the tail, so for k other than 1 and 0.5 the
+// reference and this kernel agree to a few ulp only. k = 0.5 is the square root, correctly
+// rounded on both sides (torch.pow special-cases it the same way), so it stays bit-exact.
 template <typename T>
 C10_HOST_DEVICE inline T pow_k_(T x, double k) {
+  if (k == 0.5) return T(sqrt_(double(x)));
 #ifdef __CUDA_ARCH__
   return T(::pow(double(x), k));
 #else

@@ -106,11 +106,13 @@ struct AdamOp {
     const T sq = fma_(c.one_minus_b2 * g, g, v[V] * c.b2);
     T denom_src = sq;
     if constexpr (kAmsgrad) {
-      // torch.maximum, which propagates a NaN: sq + old is NaN iff one of them is (both are
-      // >= 0 or NaN, so no inf - inf), and one comparison keeps the loop branch-free.
+      // torch.maximum, which propagates a NaN: |sq| + |old| is NaN iff one of them is, and one
+      // comparison keeps the loop branch-free. (The absolute values matter: a max_exp_avg_sq
+      // of -inf, which a corrupted or hand-made state can hold, made sq + old = inf - inf a NaN
+      // where torch.maximum gives inf.)
       const T old = v[kDepth - 1];
       const T vmax = old < sq ? sq : old;
-      const T sum = sq + old;
+      const T sum = abs_(sq) + abs_(old);
       const T next = sum != sum ? sum : vmax;
       v[kDepth - 1] = next;
       denom_src = next;

@@ -53,15 +53,47 @@ DENSE_FALLBACK_DENSITY: dict[str, float] = {"pointwise": 0.35, "depthwise": 0.35
 _NATIVE_DTYPES = (torch.float32, torch.float64)
 
 
-def _pair(v: int | Sequence[int], name: str) -> tuple[int, int]:
-    if isinstance(v, int):
-        return (v, v)
-    t = tuple(int(i) for i in v)
-    if len(t) == 1:
-        return (t[0], t[0])
-    if len(t) != 2:
-        raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
-    return t  # type: ignore[return-value]
+def _is_int(v: Any) -> bool:
+    """An int (or a numpy/torch integer scalar), not a bool, a float or a string."""
+    if isinstance(v, bool) or isinstance(v, (float, str, bytes)):
+        return False
+    if isinstance(v, torch.Tensor):
+        return v.dim() == 0 and not v.is_floating_point() and v.dtype != torch.bool
+    return hasattr(v, "__index__")
+
+
+def _int(v: Any, name: str, minimum: int, layer: str) -> int:
+    if not _is_int(v) or int(v) < minimum:
+        raise ValueError(f"{layer}: {name} must be an int >= {minimum}, got {v!r}")
+    return int(v)
+
+
+def _pair(v: int | Sequence[int], name: str, minimum: int = 1, layer: str = "") -> tuple[int, int]:
+    """(v, v) for an int, (a, b) for a pair (or a 1-tuple); each an int >= minimum."""
+    prefix = f"{layer}: " if layer else ""
+    if _is_int(v):
+        t: tuple[Any, ...] = (v, v)
+    elif isinstance(v, (tuple, list)) and len(v) in (1, 2):
+        t = tuple(v) if len(v) == 2 else (v[0], v[0])
+    else:
+        raise ValueError(f"{prefix}{name} must be an int or a pair of ints (each >= {minimum}), "
+                         f"got {v!r}")
+    if not all(_is_int(i) and int(i) >= minimum for i in t):
+        raise ValueError(f"{prefix}{name} must be an int or a pair of ints, each >= {minimum}; "
+                         f"got {v!r}")
+    return (int(t[0]), int(t[1]))
+
+
+def _check_dtype(dtype: Any, layer: str) -> None:
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"{layer}: dtype must be a floating-point dtype (float32, float64, "
+                         f"float16 or bfloat16), got {dtype}")
+
+
+def _describe(t: Any) -> str:
+    if not isinstance(t, torch.Tensor):
+        return f"a {type(t).__name__}"
+    return f"a {t.dtype} tensor of shape {list(t.shape)} on {t.device}"
 
 
 class _SparseConv2d(nn.Module):
@@ -123,7 +155,38 @@ class _SparseConv2d(nn.Module):
         """Fraction of zero entries of ``weight * mask``."""
         return 1.0 - self.density()
 
+    def _check_mask(self, mask: Any, what: str) -> None:
+        """The mask must be a bool tensor of the weight's shape on the weight's device (metadata
+        only: no synchronisation)."""
+        w = self.weight
+        ok = (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool
+              and mask.shape == w.shape and mask.device == w.device)
+        if not ok:
+            err = TypeError if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool else (
+                ValueError if mask.shape != w.shape else RuntimeError)
+            raise err(
+                f"{type(self).__name__}: {what} must be a torch.bool tensor of the weight's shape "
+                f"{list(w.shape)} on {w.device}, got {_describe(mask)}; to set it from a float "
+                "or 0/1 tensor m, use layer.mask.copy_(m != 0), or update_mask() to take the "
+                "weight's nonzeros"
+            )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # A mask of another shape would broadcast silently in weight * mask (a [kh, kw] mask
+        # applied to every channel of a depthwise weight); check it before it replaces the old.
+        if name == "mask" and "weight" in self.__dict__.get("_parameters", {}):
+            self._check_mask(value, "the mask assigned")
+        super().__setattr__(name, value)
+
     # ---- input checks ------------------------------------------------------------------------
+    def _check_spatial(self, x: torch.Tensor) -> None:
+        """The input's H x W: not empty, and (depthwise) no smaller than the kernel once padded."""
+        if x.shape[2] == 0 or x.shape[3] == 0:
+            raise ValueError(
+                f"{type(self).__name__}: expected a non-empty H x W map, got an input of shape "
+                f"{list(x.shape)}"
+            )
+
     def _check_input(self, x: torch.Tensor) -> None:
         name = type(self).__name__
         if not isinstance(x, torch.Tensor):
@@ -144,6 +207,7 @@ class _SparseConv2d(nn.Module):
             raise RuntimeError(
                 f"{name}: expected an input on {self.weight.device} (the weight's device), got {x.device}"
             )
+        self._check_spatial(x)
 
     # ---- compression -----------------------------------------------------------------------
     @property
@@ -167,6 +231,13 @@ class _SparseConv2d(nn.Module):
 
     @torch.no_grad()
     def _build(self) -> None:
+        if self.weight.device.type == "meta":
+            raise RuntimeError(
+                f"{type(self).__name__}: cannot compress a layer on the meta device (its weight "
+                "has no values); materialise it first, e.g. to_empty(device=...) and "
+                "load_state_dict(...)"
+            )
+        self._check_mask(self.mask, "mask")
         w = (self.weight * self.mask).detach()
         threshold = self._dense_threshold
         if threshold is None:
@@ -190,11 +261,21 @@ class _SparseConv2d(nn.Module):
         :data:`DENSE_FALLBACK_DENSITY`). The forward no longer produces weight gradients (it
         still differentiates with respect to the input); :meth:`decompress` returns to training.
         Returns ``self``."""
-        if dense_threshold is not None and not 0.0 <= dense_threshold <= 1.0:
+        if dense_threshold is not None and (
+            isinstance(dense_threshold, bool) or not isinstance(dense_threshold, (int, float))
+            or not 0.0 <= dense_threshold <= 1.0
+        ):
             raise ValueError(f"dense_threshold must be in [0, 1], got {dense_threshold}")
+        # Nothing changes unless the compressed form was built: a failure leaves the layer in
+        # the mode it was in.
+        old = self._dense_threshold
         self._dense_threshold = dense_threshold
+        try:
+            self._build()
+        except BaseException:
+            self._dense_threshold = old
+            raise
         self._compressed = True
-        self._build()
         return self
 
     def decompress(self) -> _SparseConv2d:
@@ -207,17 +288,47 @@ class _SparseConv2d(nn.Module):
     # ---- state_dict --------------------------------------------------------------------------
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,  # noqa: ANN001
                               unexpected_keys, error_msgs) -> None:
-        key = prefix + "mask"
-        if key in state_dict:
-            mask = state_dict[key]
-            if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(self.weight.shape):
-                got = list(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        # Every check comes before the first copy, so a rejected state_dict leaves the layer's
+        # weight, bias and mask as they were (torch's loader would copy the entries that fit
+        # and only then report those that do not). Missing and unexpected keys are left to
+        # torch: whether they are errors depends on load_state_dict's `strict`, which this
+        # method is not told (torch always passes strict=True here).
+        name = type(self).__name__
+        expected = {"weight": list(self.weight.shape), "mask": list(self.weight.shape)}
+        if self.bias is not None:
+            expected["bias"] = list(self.bias.shape)
+        for entry, shape in expected.items():
+            key = prefix + entry
+            if key not in state_dict:
+                continue
+            value = state_dict[key]
+            if not isinstance(value, torch.Tensor) or list(value.shape) != shape:
+                got = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                what = "the weight's shape" if entry == "mask" else (
+                    f"in_channels={self.in_channels}, out_channels={self.out_channels}")
                 raise RuntimeError(
-                    f"{type(self).__name__}: mask in the state_dict ({key}) has shape {got}, "
-                    f"expected {list(self.weight.shape)} (the weight's shape)"
+                    f"{name}: {entry} in the state_dict ({key}) has shape {got}, expected "
+                    f"{shape} ({what})"
                 )
-            if mask.dtype != torch.bool:
-                state_dict[key] = mask != 0
+            if entry != "mask" and not value.is_floating_point():
+                raise RuntimeError(
+                    f"{name}: {entry} in the state_dict ({key}) has dtype {value.dtype}, expected "
+                    "a floating-point tensor"
+                )
+        key = prefix + "mask"
+        if key in state_dict and state_dict[key].dtype != torch.bool:
+            mask = state_dict[key]
+            if mask.is_complex():
+                raise RuntimeError(
+                    f"{name}: mask in the state_dict ({key}) has dtype {mask.dtype}; expected bool "
+                    "(or an integer or floating-point tensor of 0s and 1s)"
+                )
+            if mask.device.type != "meta" and not bool(((mask == 0) | (mask == 1)).all()):
+                raise RuntimeError(
+                    f"{name}: mask in the state_dict ({key}) holds values other than 0 and 1 "
+                    f"({mask.dtype}); a mask is bool (or a tensor of 0s and 1s), not a soft mask"
+                )
+            state_dict[key] = mask != 0
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
 
@@ -232,6 +343,7 @@ class _SparseConv2d(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_mask(self.mask, "mask")  # replaced behind __setattr__'s back (mask.data = ...)
         self._check_input(x)
         if not self._compressed:
             return self._conv(x, self.weight * self.mask)
@@ -256,14 +368,17 @@ class SparsePointwiseConv2d(_SparseConv2d):
 
     def __init__(self, in_ch: int, out_ch: int, bias: bool = True, stride: int | Sequence[int] = 1,
                  device: Any = None, dtype: Any = None) -> None:
-        if in_ch <= 0 or out_ch <= 0:
-            raise ValueError(f"SparsePointwiseConv2d: in_ch and out_ch must be >= 1, got {in_ch}, {out_ch}")
+        name = "SparsePointwiseConv2d"
+        if not (_is_int(in_ch) and _is_int(out_ch) and int(in_ch) >= 1 and int(out_ch) >= 1):
+            raise ValueError(
+                f"{name}: in_ch and out_ch must be >= 1 (ints), got {in_ch!r}, {out_ch!r}"
+            )
         self.in_channels = int(in_ch)
         self.out_channels = int(out_ch)
-        self.stride = _pair(stride, "stride")
-        if min(self.stride) < 1:
-            raise ValueError(f"SparsePointwiseConv2d: stride must be >= 1, got {stride}")
-        super().__init__((out_ch, in_ch, 1, 1), out_ch, bias, device, dtype)
+        self.stride = _pair(stride, "stride", 1, name)
+        _check_dtype(dtype, name)
+        super().__init__((self.out_channels, self.in_channels, 1, 1), self.out_channels, bias,
+                         device, dtype)
 
     def _compress_weight(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return dense_to_csr(w)
@@ -319,21 +434,33 @@ class SparseDepthwiseConv2d(_SparseConv2d):
     def __init__(self, channels: int, kernel_size: int | Sequence[int], stride: int | Sequence[int] = 1,
                  padding: int | Sequence[int] = 0, bias: bool = True, device: Any = None,
                  dtype: Any = None) -> None:
-        if channels <= 0:
-            raise ValueError(f"SparseDepthwiseConv2d: channels must be >= 1, got {channels}")
-        self.in_channels = self.out_channels = int(channels)
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = _pair(stride, "stride")
-        self.padding = _pair(padding, "padding")
-        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
+        name = "SparseDepthwiseConv2d"
+        self.in_channels = self.out_channels = _int(channels, "channels", 1, name)
+        try:
+            self.kernel_size = _pair(kernel_size, "kernel_size", 1, name)
+            self.stride = _pair(stride, "stride", 1, name)
+            self.padding = _pair(padding, "padding", 0, name)
+        except ValueError:
             raise ValueError(
-                f"SparseDepthwiseConv2d: need kernel_size >= 1, stride >= 1, padding >= 0; got "
-                f"kernel_size={kernel_size}, stride={stride}, padding={padding}"
-            )
-        super().__init__((channels, 1) + self.kernel_size, channels, bias, device, dtype)
+                f"{name}: need kernel_size >= 1, stride >= 1, padding >= 0, each an int or a pair "
+                f"of ints; got kernel_size={kernel_size!r}, stride={stride!r}, padding={padding!r}"
+            ) from None
+        _check_dtype(dtype, name)
+        super().__init__((self.in_channels, 1) + self.kernel_size, self.in_channels, bias, device,
+                         dtype)
 
     def _compress_weight(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return dense_to_taps(w)
+
+    def _check_spatial(self, x: torch.Tensor) -> None:
+        super()._check_spatial(x)
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        h, w = x.shape[2] + 2 * ph, x.shape[3] + 2 * pw
+        if h < kh or w < kw:
+            raise ValueError(
+                f"SparseDepthwiseConv2d: the padded input ({h} x {w}) is smaller than the kernel "
+                f"({kh} x {kw}); input shape {list(x.shape)}, padding {self.padding}"
+            )
 
     def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, weight, self.bias, stride=self.stride, padding=self.padding,

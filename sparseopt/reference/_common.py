@@ -39,7 +39,10 @@ def ieee_sqrt(x: Tensor) -> Tensor:
     if x.dtype == torch.float64 and x.device.type == "cpu":
         import numpy as np
 
-        return torch.from_numpy(np.sqrt(x.detach().contiguous().numpy()))
+        # asarray: numpy returns a scalar, not an array, for a 0-d input (a scalar parameter);
+        # errstate: sqrt of a negative is NaN, as in torch, without a RuntimeWarning.
+        with np.errstate(invalid="ignore"):
+            return torch.from_numpy(np.asarray(np.sqrt(x.detach().contiguous().numpy())))
     return x.sqrt()
 
 

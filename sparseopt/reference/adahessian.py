@@ -44,10 +44,12 @@ def hutchinson_diag_(
         total = torch.zeros(prod.shape[0], dtype=T, device=d.device)
         for k in range(row_len):  # sequential, in the kernel's order
             total = total + prod[:, k]
-        value = weight * (total / row_len)
+        value = (weight * (total / row_len)).unsqueeze(1).expand(-1, row_len)
         if accumulate:
-            value = d.to(T).reshape(-1, row_len)[:, 0] + value
-        d.copy_(value.unsqueeze(1).expand(-1, row_len).reshape(d.shape))
+            # Element by element, as the native kernels do: D's rows are constant when D came
+            # from this op, but a diagonal loaded or edited in between need not be.
+            value = d.to(T).reshape(-1, row_len) + value
+        d.copy_(value.reshape(d.shape))
 
 
 def adahessian_step_(
@@ -91,7 +93,9 @@ def adahessian_step_(
         m = beta1 * exp_avgs[i].to(T) + (1 - beta1) * g
         v = beta2 * exp_hessian_diag_sqs[i].to(T) + (1 - beta2) * (d * d)
         base = ieee_sqrt(v) / (1 - beta2**t) ** 0.5
-        if hessian_power != 1.0:
+        if hessian_power == 0.5:  # the square root, correctly rounded, as the native kernels
+            base = ieee_sqrt(base.double()).to(T)
+        elif hessian_power != 1.0:
             base = base.double().pow(hessian_power).to(T)
         denom = base + eps
         new_w = w - (lr * (m / (1 - beta1**t))) / denom - (lr * weight_decay) * w

@@ -91,6 +91,18 @@ def taps_to_dense(tap_ptr: torch.Tensor, tap_idx: torch.Tensor, values: torch.Te
     return _expand(tap_ptr, tap_idx, values, channels, kh * kw).reshape(channels, 1, kh, kw)
 
 
+def _sum_of_nothing(
+    x: torch.Tensor, shape: tuple[int, ...], bias: torch.Tensor | None
+) -> torch.Tensor:
+    """The output of a convolution with an empty input (empty batch, no input channel, a
+    zero-sized map) or no output channel: every output element is a sum of no terms, so the
+    bias (or zero). F.conv2d rejects several of these shapes; the native kernels define them."""
+    out = x.new_zeros(shape)
+    if bias is not None:
+        out = out + bias.reshape(1, -1, 1, 1)
+    return out
+
+
 def csr_pointwise_conv2d(
     x: torch.Tensor,
     row_ptr: torch.Tensor,
@@ -104,7 +116,11 @@ def csr_pointwise_conv2d(
             f"sparseopt::csr_pointwise_conv2d: expected a 4-D input [N, C, H, W], got a {x.dim()}-D "
             f"tensor of shape {list(x.shape)}"
         )
-    weight = csr_to_dense(row_ptr, col_idx, values, x.shape[1])
+    n, c, h, w = x.shape
+    out_channels = row_ptr.numel() - 1
+    if x.numel() == 0 or out_channels == 0:
+        return _sum_of_nothing(x, (n, out_channels, h, w), bias)
+    weight = csr_to_dense(row_ptr, col_idx, values, c)
     return F.conv2d(x, weight, bias).contiguous()
 
 
@@ -124,6 +140,18 @@ def sparse_depthwise_conv2d(
             f"sparseopt::sparse_depthwise_conv2d: expected a 4-D input [N, C, H, W], got a "
             f"{x.dim()}-D tensor of shape {list(x.shape)}"
         )
+    if x.numel() == 0:
+        kh, kw = _pair(kernel_size, "kernel_size")
+        sh, sw = _pair(stride, "stride")
+        ph, pw = _pair(padding, "padding")
+        n, c, h, w = x.shape
+        if h + 2 * ph < kh or w + 2 * pw < kw:
+            raise RuntimeError(
+                f"sparseopt::sparse_depthwise_conv2d: the padded input ({h + 2 * ph} x "
+                f"{w + 2 * pw}) is smaller than the kernel ({kh} x {kw})"
+            )
+        out_shape = (n, c, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
+        return _sum_of_nothing(x, out_shape, bias)
     weight = taps_to_dense(tap_ptr, tap_idx, values, kernel_size)
     return F.conv2d(
         x, weight, bias, stride=_pair(stride, "stride"), padding=_pair(padding, "padding"), groups=x.shape[1]
