@@ -117,6 +117,20 @@ def test_adahessian_under_fsdp2_raises_a_clear_error_and_changes_nothing(dcp_run
         assert "ddp.no_sync()" in line and "process_group=" in line
 
 
+FINITE_SCRIPT = ROOT / "tests" / "finite_check_dist.py"
+
+
+def test_check_finite_makes_every_rank_raise_when_one_shard_is_bad() -> None:
+    """check_finite=True under FSDP2 and under AdaHessian(process_group=): a NaN in one rank's
+    gradient makes every rank raise (the ranks agree with one all-reduce of a flag), changes
+    nothing anywhere, and the next finite step goes through on both ranks."""
+    proc = _launch(FINITE_SCRIPT, [], world=2)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for case in ("fsdp2+ProxSGD", "AdaHessian(process_group)"):
+        for rank in (0, 1):
+            assert f"ok {case} rank {rank}" in proc.stdout, proc.stdout + proc.stderr
+
+
 # -- AdaHessian's process_group= and checkpoint entries, in one process ------------------------
 def _model() -> nn.Module:
     torch.manual_seed(0)

@@ -303,31 +303,66 @@ class SparseOptimizer(Optimizer):
 
         One max-abs reduction per device over all gradients (a fused multi-tensor op), one
         host sync; the offending parameter is searched only once a non-finite value is found.
+        With sharded (DTensor) gradients, or AdaHessian's ``process_group``, the ranks agree
+        first (one all-reduce of a flag), so every rank raises, not only the one holding the
+        bad shard: a rank raising alone would leave the others waiting in the next collective.
         """
         if getattr(self, "found_inf", None) is not None:
             return  # GradScaler drives this step and skips it on inf/NaN by itself
         by_device: dict[torch.device, list[Tensor]] = {}
+        checked: list[Tensor] = []
         for group, buckets in plan:
             if group["check_finite"]:
                 for (device, _), (_, _, grads, _) in buckets.items():
+                    checked.extend(grads)
                     by_device.setdefault(device, []).extend(
                         _local(g) for g in grads if g.numel() > 0
                     )
-        for grads in by_device.values():
-            if grads and bool(torch.stack(torch._foreach_norm(grads, math.inf)).isfinite().all()):
-                continue
-            for gi, group in enumerate(self.param_groups):
-                for i, p in enumerate(group["params"]):
-                    g = None if p.grad is None else _local(p.grad)
-                    if g is None or not group["check_finite"] or bool(g.isfinite().all()):
-                        continue
-                    nan, inf = int(g.isnan().sum()), int(g.isinf().sum())
-                    raise RuntimeError(
-                        f"{self._owner}: the gradient of {self._label(group, gi, i, p)} has "
-                        f"{nan} NaN and {inf} inf values; no parameter or state was changed "
-                        "(check_finite=True). Lower the learning rate, clip the gradients, or "
-                        "train with torch.amp.GradScaler, which skips such steps."
-                    )
+        if not checked:
+            return
+        bad_here = any(
+            not bool(torch.stack(torch._foreach_norm(grads, math.inf)).isfinite().all())
+            for grads in by_device.values()
+            if grads
+        )
+        groups = self._finite_check_groups(checked)
+        if groups:
+            import torch.distributed as dist
+
+            flag = torch.tensor(float(bad_here), device=_local(checked[0]).device)
+            for pg in groups:
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=pg)
+            bad_anywhere = bool(flag)
+        else:
+            bad_anywhere = bad_here
+        if not bad_anywhere:
+            return
+        for gi, group in enumerate(self.param_groups):
+            for i, p in enumerate(group["params"]):
+                g = None if p.grad is None else _local(p.grad)
+                if g is None or not group["check_finite"] or bool(g.isfinite().all()):
+                    continue
+                nan, inf = int(g.isnan().sum()), int(g.isinf().sum())
+                raise RuntimeError(
+                    f"{self._owner}: the gradient of {self._label(group, gi, i, p)} has "
+                    f"{nan} NaN and {inf} inf values; no parameter or state was changed "
+                    "(check_finite=True). Lower the learning rate, clip the gradients, or "
+                    "train with torch.amp.GradScaler, which skips such steps."
+                )
+        raise RuntimeError(
+            f"{self._owner}: another rank's gradient shards hold NaN or inf values (this rank's "
+            "are finite); no parameter or state was changed on any rank (check_finite=True)."
+        )
+
+    def _finite_check_groups(self, grads: list[Tensor]) -> list[Any]:
+        """Process groups whose ranks must agree on the finite-gradient check: those of the
+        device meshes of DTensor (e.g. FSDP2) gradients."""
+        groups: dict[int, Any] = {}
+        for g in grads:
+            mesh = getattr(g, "device_mesh", None)
+            if mesh is not None and id(mesh) not in groups:
+                groups[id(mesh)] = [mesh.get_group(d) for d in range(mesh.ndim)]
+        return [pg for per_mesh in groups.values() for pg in per_mesh]
 
     def _update(self, preflight: bool = True, found_inf: Tensor | None = None) -> None:
         """The step without the closure: validate, create missing state, run the ops.

@@ -222,6 +222,11 @@ class AdaHessian(SparseOptimizer):
         return skip
 
     # -- data parallelism ---------------------------------------------------------------------
+    def _finite_check_groups(self, grads: list[Tensor]) -> list[Any]:
+        # check_finite runs on each rank's own gradients, before the averaging: agree first.
+        groups = super()._finite_check_groups(grads)
+        return groups if self.process_group is None else [*groups, self.process_group]
+
     def _check_distributed(
         self, params: list[Tensor], grad_scale: Tensor | None, found_inf: Tensor | None
     ) -> None:
