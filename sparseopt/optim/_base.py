@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -27,6 +27,16 @@ from .. import ops
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 BACKENDS = ("auto", "native", "reference")
 L1_ON = ("weights", "all")
+
+
+class Bucket(NamedTuple):
+    """The parameters of one group that one op call updates: they share a device and l1
+    coverage; ``grads[k]`` and ``states[k]`` belong to ``params[k]``."""
+
+    params: list[Tensor]
+    grads: list[Tensor]
+    states: list[dict[str, Any]]
+    covered: bool  # the l1 term applies to them
 
 
 def check_real(
@@ -100,7 +110,7 @@ class SparseOptimizer(Optimizer):
       already skips steps with inf/NaN gradients.
 
     Subclasses set :attr:`op_name` and implement :meth:`_check_hyperparameters`,
-    :meth:`_init_state` and :meth:`_run`.
+    :meth:`_init_state` and :meth:`_op_args`.
     """
 
     op_name: str = ""
@@ -113,20 +123,9 @@ class SparseOptimizer(Optimizer):
     def _init_state(self, param: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def _run(
-        self,
-        fn: Callable[..., Any],
-        group: dict[str, Any],
-        params: list[Tensor],
-        grads: list[Tensor],
-        states: list[dict[str, Any]],
-        covered: bool,
-        grad_scale: Tensor | None,
-        found_inf: Tensor | None,
-    ) -> None:
-        """Call ``fn`` (the op or its reference) on one bucket: ``params`` share a device and
-        l1 coverage (``covered``: the l1 term applies); ``grads[k]`` and ``states[k]`` are
-        ``params[k]``'s gradient and state."""
+    def _op_args(self, group: dict[str, Any], b: Bucket) -> list[Any]:
+        """The op's arguments between ``(params, grads)`` and ``(grad_scale, found_inf)`` for
+        one bucket of ``group``: state lists and the group's scalars."""
         raise NotImplementedError
 
     # -- validation -----------------------------------------------------------------------
@@ -383,16 +382,9 @@ class SparseOptimizer(Optimizer):
                         self._init_state(params[k], state, group)
                 if _has_dtensor(params):
                     fn = _on_local_shards(fn)
-                self._run(
-                    fn,
-                    group,
-                    params,
-                    grads,
-                    states,
-                    covered,
-                    _on_device(grad_scale, device),
-                    _on_device(found_inf, device),
-                )
+                args = self._op_args(group, Bucket(params, grads, states, covered))
+                fn(params, grads, *args, _on_device(grad_scale, device),
+                   _on_device(found_inf, device))
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)

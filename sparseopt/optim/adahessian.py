@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .. import ops
-from ._base import SparseOptimizer, _capturing, _has_dtensor, check_betas, check_real, new_step
+from ._base import Bucket, SparseOptimizer, _capturing, _has_dtensor, check_betas, check_real, new_step
 from .prox_sgd import Params
 
 
@@ -335,34 +335,20 @@ class AdaHessian(SparseOptimizer):
                 p.grad = g
         return found_inf
 
-    def _run(
-        self,
-        fn: Callable[..., Any],
-        group: dict[str, Any],
-        params: list[Tensor],
-        grads: list[Tensor],
-        states: list[dict[str, Any]],
-        covered: bool,
-        grad_scale: Tensor | None,
-        found_inf: Tensor | None,
-    ) -> None:
+    def _op_args(self, group: dict[str, Any], b: Bucket) -> list[Any]:
         beta1, beta2 = group["betas"]
-        fn(
-            params,
-            grads,
-            [s["exp_avg"] for s in states],
-            [s["exp_hessian_diag_sq"] for s in states],
-            [s["hessian_diag"] for s in states],
-            [s["step"] for s in states],
+        return [
+            [s["exp_avg"] for s in b.states],
+            [s["exp_hessian_diag_sq"] for s in b.states],
+            [s["hessian_diag"] for s in b.states],
+            [s["step"] for s in b.states],
             float(group["lr"]),
             float(beta1),
             float(beta2),
             float(group["eps"]),
             float(group["weight_decay"]),
             float(group["hessian_power"]),
-            grad_scale,
-            found_inf,
-        )
+        ]
 
     # -- checkpointing: the probe generator and the Hessian-step count -----------------------
     def state_dict(self) -> dict[str, Any]:

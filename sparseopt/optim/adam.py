@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ._base import SparseOptimizer, check_betas, check_real, new_step
+from ._base import Bucket, SparseOptimizer, check_betas, check_real, new_step
 from .prox_sgd import Params
 
 
@@ -96,30 +95,18 @@ class Adam(SparseOptimizer):
         if group["amsgrad"]:
             state["max_exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
 
-    def _run(
-        self,
-        fn: Callable[..., Any],
-        group: dict[str, Any],
-        params: list[Tensor],
-        grads: list[Tensor],
-        states: list[dict[str, Any]],
-        covered: bool,
-        grad_scale: Tensor | None,
-        found_inf: Tensor | None,
-    ) -> None:
+    def _op_args(self, group: dict[str, Any], b: Bucket) -> list[Any]:
         amsgrad = group["amsgrad"]
         if amsgrad:
-            for p, s in zip(params, states):
+            for p, s in zip(b.params, b.states):
                 if "max_exp_avg_sq" not in s:  # amsgrad switched on after the first steps
                     s["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         beta1, beta2 = group["betas"]
-        fn(
-            params,
-            grads,
-            [s["exp_avg"] for s in states],
-            [s["exp_avg_sq"] for s in states],
-            [s["max_exp_avg_sq"] for s in states] if amsgrad else [],
-            [s["step"] for s in states],
+        return [
+            [s["exp_avg"] for s in b.states],
+            [s["exp_avg_sq"] for s in b.states],
+            [s["max_exp_avg_sq"] for s in b.states] if amsgrad else [],
+            [s["step"] for s in b.states],
             float(group["lr"]),
             float(beta1),
             float(beta2),
@@ -128,10 +115,8 @@ class Adam(SparseOptimizer):
             amsgrad,
             group["maximize"],
             group["decoupled_weight_decay"],
-            float(group["l1"]) if covered else 0.0,
-            grad_scale,
-            found_inf,
-        )
+            float(group["l1"]) if b.covered else 0.0,
+        ]
 
 
 class AdamW(Adam):

@@ -4,12 +4,11 @@ Method for l1-Regularized Optimization"; reference code tianyic/obproxsg)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor
 
-from ._base import SparseOptimizer, check_real, new_step
+from ._base import Bucket, SparseOptimizer, check_real, new_step
 from .prox_sgd import Params, _required
 
 
@@ -109,35 +108,21 @@ class OBProxSG(SparseOptimizer):
     def _init_state(self, param: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         state["step"] = new_step(param)
 
-    def _run(
-        self,
-        fn: Callable[..., Any],
-        group: dict[str, Any],
-        params: list[Tensor],
-        grads: list[Tensor],
-        states: list[dict[str, Any]],
-        covered: bool,
-        grad_scale: Tensor | None,
-        found_inf: Tensor | None,
-    ) -> None:
+    def _op_args(self, group: dict[str, Any], b: Bucket) -> list[Any]:
         n_o = group["n_o"]
-        if not covered:
+        if not b.covered:
             n_o = 0  # no l1 term: Prox-SG with l1 = 0, i.e. SGD, in every phase
         elif n_o == math.inf:
             n_o = -1
-        fn(
-            params,
-            grads,
-            [s["step"] for s in states],
+        return [
+            [s["step"] for s in b.states],
             float(group["lr"]),
-            float(group["l1"]) if covered else 0.0,
+            float(group["l1"]) if b.covered else 0.0,
             float(group["eps"]),
             int(group["steps_per_epoch"]),
             int(group["n_p"]),
             int(n_o),
-            grad_scale,
-            found_inf,
-        )
+        ]
 
     def phase(self, step: int | None = None) -> str:
         """``"prox"`` or ``"orthant"``: the phase of step ``step`` (counted from 1) of the first

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ..reference.obprox_pdca import pdca_betas
-from ._base import SparseOptimizer, check_real, new_step
+from ._base import Bucket, SparseOptimizer, check_real, new_step
 from .prox_sgd import Params, _required
 
 
@@ -118,30 +118,16 @@ class PDCA(SparseOptimizer):
             self._betas[key] = table
         return table
 
-    def _run(
-        self,
-        fn: Callable[..., Any],
-        group: dict[str, Any],
-        params: list[Tensor],
-        grads: list[Tensor],
-        states: list[dict[str, Any]],
-        covered: bool,
-        grad_scale: Tensor | None,
-        found_inf: Tensor | None,
-    ) -> None:
-        fn(
-            params,
-            grads,
-            [s["x"] for s in states],
-            [s["step"] for s in states],
-            self._beta_table(int(group["restart"]), params[0].device),
+    def _op_args(self, group: dict[str, Any], b: Bucket) -> list[Any]:
+        return [
+            [s["x"] for s in b.states],
+            [s["step"] for s in b.states],
+            self._beta_table(int(group["restart"]), b.params[0].device),
             float(group["lr"]),
-            float(group["l1"]) if covered else 0.0,
+            float(group["l1"]) if b.covered else 0.0,
             float(group["theta"]),
             float(group["weight_decay"]),
-            grad_scale,
-            found_inf,
-        )
+        ]
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]

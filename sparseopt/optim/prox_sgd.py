@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ._base import SparseOptimizer, check_real, new_step
+from ._base import Bucket, SparseOptimizer, check_real, new_step
 
 Params = Iterable[Tensor] | Iterable[dict[str, Any]]
 
@@ -95,28 +95,14 @@ class ProxSGD(SparseOptimizer):
             out.append(buf)
         return out
 
-    def _run(
-        self,
-        fn: Callable[..., Any],
-        group: dict[str, Any],
-        params: list[Tensor],
-        grads: list[Tensor],
-        states: list[dict[str, Any]],
-        covered: bool,
-        grad_scale: Tensor | None,
-        found_inf: Tensor | None,
-    ) -> None:
-        fn(
-            params,
-            grads,
-            self._buffers(group, params, states),
+    def _op_args(self, group: dict[str, Any], b: Bucket) -> list[Any]:
+        return [
+            self._buffers(group, b.params, b.states),
             float(group["lr"]),
-            float(group["l1"]) if covered else 0.0,
+            float(group["l1"]) if b.covered else 0.0,
             float(group["momentum"]),
             float(group["weight_decay"]),
-            grad_scale,
-            found_inf,
-        )
+        ]
 
 
 class SqrtTProxSGD(ProxSGD):
@@ -171,27 +157,13 @@ class SqrtTProxSGD(ProxSGD):
         state["step"] = new_step(param)
         super()._init_state(param, state, group)
 
-    def _run(
-        self,
-        fn: Callable[..., Any],
-        group: dict[str, Any],
-        params: list[Tensor],
-        grads: list[Tensor],
-        states: list[dict[str, Any]],
-        covered: bool,
-        grad_scale: Tensor | None,
-        found_inf: Tensor | None,
-    ) -> None:
-        fn(
-            params,
-            grads,
-            self._buffers(group, params, states),
-            [s["step"] for s in states],
+    def _op_args(self, group: dict[str, Any], b: Bucket) -> list[Any]:
+        return [
+            self._buffers(group, b.params, b.states),
+            [s["step"] for s in b.states],
             float(group["lr"]),
-            float(group["l1"]) if covered else 0.0,
+            float(group["l1"]) if b.covered else 0.0,
             float(group["gamma"]),
             float(group["momentum"]),
             float(group["weight_decay"]),
-            grad_scale,
-            found_inf,
-        )
+        ]

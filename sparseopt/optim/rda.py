@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ._base import SparseOptimizer, check_choice, check_real, new_step
+from ._base import Bucket, SparseOptimizer, check_choice, check_real, new_step
 from .prox_sgd import Params, _required
 
 
@@ -82,32 +81,18 @@ class RDA(SparseOptimizer):
         if group["w0"] == "init":
             state["center"] = param.detach().clone(memory_format=torch.preserve_format)
 
-    def _run(
-        self,
-        fn: Callable[..., Any],
-        group: dict[str, Any],
-        params: list[Tensor],
-        grads: list[Tensor],
-        states: list[dict[str, Any]],
-        covered: bool,
-        grad_scale: Tensor | None,
-        found_inf: Tensor | None,
-    ) -> None:
+    def _op_args(self, group: dict[str, Any], b: Bucket) -> list[Any]:
         after = group["retrain_after"]
-        fn(
-            params,
-            grads,
-            [s["grad_avg"] for s in states],
-            [s["center"] for s in states] if group["w0"] == "init" else [],
-            [s["step"] for s in states],
+        return [
+            [s["grad_avg"] for s in b.states],
+            [s["center"] for s in b.states] if group["w0"] == "init" else [],
+            [s["step"] for s in b.states],
             float(group["lr"]),
-            float(group["l1"]) if covered else 0.0,
+            float(group["l1"]) if b.covered else 0.0,
             float(group["gamma"]),
             bool(group["retraining"]),
             -1 if after is None else int(after),
-            grad_scale,
-            found_inf,
-        )
+        ]
 
 
 class IRDA(RDA):
