@@ -105,9 +105,10 @@ class SparseOptimizer(Optimizer):
       ``lr`` (e.g. by a scheduler).
     * ``check_finite`` (default False): before anything is written, raise if a gradient holds inf
       or NaN, naming the parameter. It costs one reduction and one host synchronisation per step
-      and device (so it is incompatible with ``capturable=True`` and with ``fullgraph``
-      compilation); it is skipped on steps that ``torch.amp.GradScaler`` drives, since the scaler
-      already skips steps with inf/NaN gradients.
+      and device, so a step that checks cannot be captured in a CUDA graph (refused with an
+      error) nor compiled with ``fullgraph=True``; it is skipped on steps that
+      ``torch.amp.GradScaler`` drives, since the scaler already skips steps with inf/NaN
+      gradients.
 
     Subclasses set :attr:`op_name` and implement :meth:`_check_hyperparameters`,
     :meth:`_init_state` and :meth:`_op_args`.
@@ -149,12 +150,6 @@ class SparseOptimizer(Optimizer):
                     f"{owner}: {flag} must be a bool, got {group.get(flag)!r}; accepted: True or "
                     "False"
                 )
-        if group["capturable"] and group["check_finite"]:
-            raise ValueError(
-                f"{owner}: check_finite=True reads the gradients on the host every step, which "
-                "a CUDA graph cannot capture; accepted: capturable=True or check_finite=True, "
-                "not both (under capture, torch.amp.GradScaler skips inf/NaN steps on the device)"
-            )
         for i, p in enumerate(group["params"] if params else ()):
             if p.dtype not in SUPPORTED_DTYPES:
                 kind = "complex" if p.is_complex() else "unsupported"
@@ -319,6 +314,12 @@ class SparseOptimizer(Optimizer):
                     )
         if not checked:
             return
+        if _capturing():
+            raise RuntimeError(
+                f"{self._owner}: check_finite=True reads the gradients on the host, which a CUDA "
+                "graph cannot capture; capture with check_finite=False (torch.amp.GradScaler "
+                "skips inf/NaN steps on the device)"
+            )
         bad_here = any(
             not bool(torch.stack(torch._foreach_norm(grads, math.inf)).isfinite().all())
             for grads in by_device.values()
