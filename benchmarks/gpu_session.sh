@@ -14,8 +14,8 @@ PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
 
-echo "== build (SPARSEOPT_USE_CUDA=1)"
-if ! SPARSEOPT_USE_CUDA=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+echo "== build (SPARSEOPT_USE_CUDA=${SPARSEOPT_USE_CUDA:-1})"
+if ! SPARSEOPT_USE_CUDA=${SPARSEOPT_USE_CUDA:-1} MAX_JOBS=${MAX_JOBS:-$(nproc)} \
         "$PY" -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1; then
     tail -40 "$OUT/build.log"
     exit 1
