@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import os
 
 import torch
@@ -133,6 +134,11 @@ def main() -> None:
         if rank == 0:
             print(f"{name}: world {world} ({args.wrap}), {args.steps} steps, "
                   f"sparsity {sparsity:.3f}")
+        # Free this run's DDP wrapper now, while the process group is alive: left to the cyclic
+        # garbage collector it may be torn down after destroy_process_group(), and a DDP reducer
+        # destroyed without its group can hang the process at exit.
+        del net, model, opt, full, export
+        gc.collect()
     if rank == 0 and args.save:
         torch.save(saved, args.save)
     if distributed:

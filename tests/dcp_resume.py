@@ -145,6 +145,10 @@ def main() -> None:
         if bad:
             failures.append(f"{name}: {bad}")
         say(f"rank {rank}: {name}: {'MISMATCH ' + str(bad) if bad else 'bit-exact'}")
+        # No DDP/FSDP wrapper may outlive the process group (a reducer torn down after
+        # destroy_process_group() can hang the process at exit): free them while it is alive.
+        del model, opt, model_sd, optim_sd, state
+        gc.collect()
     if args.check_adahessian_error and fsdp2:
         model = make_model(seed=0)
         opt = sparseopt.AdaHessian(model.parameters(), seed=0, process_group=dist.group.WORLD)

@@ -10,6 +10,7 @@ on any rank, and a following finite step must go through on both. Exits non-zero
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import torch
@@ -111,6 +112,8 @@ def main() -> None:
             p.grad = None
 
     ok &= check("AdaHessian(process_group)", hmodel, hopt, hessian_step, rank)
+    model = opt = hmodel = hopt = None  # nothing distributed may outlive the process group
+    gc.collect()
     dist.barrier()
     dist.destroy_process_group()
     sys.exit(0 if ok else 1)
