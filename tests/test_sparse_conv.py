@@ -346,6 +346,47 @@ def test_update_mask_freezes_new_zeros(gen):
     assert torch.all(layer.weight.grad[0, :3] == 0)
 
 
+@pytest.mark.parametrize("opt_name", ["sgd_momentum", "adam"])
+def test_update_mask_never_revives_a_pruned_weight(opt_name, gen):
+    """Optimizer state from before the pruning (momentum, Adam's moments) moves the raw weight
+    under a False mask; a later update_mask() keeps it pruned (mask = old mask & weight != 0),
+    zeroes the raw weight there, and the two sparsity measures agree again."""
+    layer = make_pointwise(6, 4, 0.0, gen)
+    x = randn(8, 6, 3, 3, gen=gen)
+    opt = (torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9) if opt_name == "sgd_momentum"
+           else torch.optim.Adam(layer.parameters(), lr=1e-2))
+    for _ in range(3):  # dense training builds state for every weight
+        opt.zero_grad()
+        layer(x).square().mean().backward()
+        opt.step()
+    with torch.no_grad():
+        layer.weight[0] = 0  # an optimizer zeroed this row
+    layer.update_mask()
+    pruned = ~layer.mask.clone()
+    assert int(pruned.sum()) == 6
+    for _ in range(3):
+        opt.zero_grad()
+        layer(x).square().mean().backward()
+        opt.step()
+    assert torch.all(layer.weight.grad[pruned] == 0)
+    assert torch.all(layer.weight[pruned] != 0)  # the raw weight drifted (the forward ignores it)
+    with torch.no_grad():
+        before = layer(x)
+    layer.update_mask()
+    assert torch.equal(layer.mask, ~pruned)  # not revived
+    assert torch.all(layer.weight[pruned] == 0)
+    assert layer.sparsity() == pytest.approx(6 / 24)
+    assert sparseopt.sparsity(layer) == pytest.approx(layer.sparsity())
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), before)
+    # a weight unmasked again by hand but still zero is pruned again at the next update
+    layer.mask.fill_(True)
+    with torch.no_grad():
+        layer.weight[0, :2] = 1.0
+    layer.update_mask()
+    assert int((~layer.mask).sum()) == 4 and torch.all(layer.mask[0, :2])
+
+
 # ---- layers: compressed inference -----------------------------------------------------------------
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("sparsity", SPARSITIES)

@@ -4,8 +4,12 @@ Two modes per layer:
 
 * **training** (default): a dense ``weight`` parameter and a boolean ``mask`` buffer; the forward
   is ``F.conv2d(x, weight * mask, bias)``, so the weight's gradient is exactly zero where the mask
-  is zero and pruned weights stay zero under any optimizer. After an optimizer that creates new
-  exact zeros (``sparseopt.IRDA``, ``ProxSGD``, ...), :meth:`update_mask` freezes them.
+  is zero and the effective weight ``weight * mask`` stays zero there under any optimizer. (The
+  raw ``weight`` under a False mask can still move when the optimizer carries state from before
+  the pruning: momentum, Adam's moments, RDA/iRDA's gradient average; it has no effect on the
+  output.) After an optimizer that creates new exact zeros (``sparseopt.IRDA``, ``ProxSGD``,
+  ...), :meth:`update_mask` freezes them: the new mask is ``old mask & (weight != 0)`` (a pruned
+  weight is never revived) and the raw weight is zeroed where the mask is False.
 * **compressed inference** (:meth:`compress`): the masked weight is stored compressed (CSR over
   output channels for pointwise, per channel list of nonzero taps for depthwise) and run by the
   native ops ``torch.ops.sparseopt.csr_pointwise_conv2d`` / ``sparse_depthwise_conv2d`` (CPU:
@@ -137,9 +141,18 @@ class _SparseConv2d(nn.Module):
 
     @torch.no_grad()
     def update_mask(self) -> torch.Tensor:
-        """Recompute the mask from the exact zeros of the weight (``mask = weight != 0``) and
-        return it. Weights that are zero now stay zero from then on."""
-        self.mask.copy_(self.weight != 0)
+        """Freeze the weight's exact zeros: ``mask = mask & (weight != 0)``, then zero the raw
+        weight where the mask is False; returns the mask.
+
+        A weight pruned before stays pruned even if the optimizer moved its raw value since
+        (momentum, Adam's moments or RDA/iRDA's gradient average from before the pruning keep
+        moving it; the forward never sees it), and after the call ``weight`` itself holds the
+        zeros, so :meth:`sparsity` and ``sparseopt.sparsity(layer)`` agree. To let pruned
+        weights train again, set their mask entries (e.g. ``layer.mask.fill_(True)``); one still
+        zero at the next call is pruned again."""
+        self._check_mask(self.mask, "mask")
+        self.mask.logical_and_(self.weight != 0)
+        self.weight.masked_fill_(~self.mask, 0)
         return self.mask
 
     def masked_weight(self) -> torch.Tensor:
