@@ -561,3 +561,16 @@ def test_sparsify_replaces_eligible_convs_in_place(gen):
         torch.testing.assert_close(model(x), expected)
     with pytest.raises(TypeError, match="pass the parent module"):
         sparsify(nn.Conv2d(4, 4, 1))
+
+
+def test_sparsify_and_from_dense_keep_requires_grad():
+    model = nn.Sequential(nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 3, groups=4), nn.Conv2d(4, 6, 1))
+    model[0].requires_grad_(False)  # a frozen backbone layer
+    model[1].bias.requires_grad_(False)  # a frozen bias only
+    sparsify(model)
+    assert isinstance(model[0], SparsePointwiseConv2d) and isinstance(model[1], SparseDepthwiseConv2d)
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    assert flags == {"0.weight": False, "0.bias": False, "1.weight": True, "1.bias": False,
+                     "2.weight": True, "2.bias": True}
+    assert not model[0].to_dense().weight.requires_grad
+    assert model[1].to_dense().weight.requires_grad and not model[1].to_dense().bias.requires_grad

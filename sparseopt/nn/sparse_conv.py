@@ -418,6 +418,9 @@ class SparsePointwiseConv2d(_SparseConv2d):
             if conv.bias is not None:
                 layer.bias.copy_(conv.bias)
             layer.update_mask()
+        layer.weight.requires_grad_(conv.weight.requires_grad)  # a frozen conv stays frozen
+        if conv.bias is not None:
+            layer.bias.requires_grad_(conv.bias.requires_grad)
         layer.train(conv.training)
         return layer
 
@@ -428,6 +431,9 @@ class SparsePointwiseConv2d(_SparseConv2d):
             conv.weight.copy_(self.weight * self.mask)
             if self.bias is not None:
                 conv.bias.copy_(self.bias)
+        conv.weight.requires_grad_(self.weight.requires_grad)
+        if self.bias is not None:
+            conv.bias.requires_grad_(self.bias.requires_grad)
         conv.train(self.training)
         return conv
 
@@ -499,6 +505,9 @@ class SparseDepthwiseConv2d(_SparseConv2d):
             if conv.bias is not None:
                 layer.bias.copy_(conv.bias)
             layer.update_mask()
+        layer.weight.requires_grad_(conv.weight.requires_grad)  # a frozen conv stays frozen
+        if conv.bias is not None:
+            layer.bias.requires_grad_(conv.bias.requires_grad)
         layer.train(conv.training)
         return layer
 
@@ -510,6 +519,9 @@ class SparseDepthwiseConv2d(_SparseConv2d):
             conv.weight.copy_(self.weight * self.mask)
             if self.bias is not None:
                 conv.bias.copy_(self.bias)
+        conv.weight.requires_grad_(self.weight.requires_grad)
+        if self.bias is not None:
+            conv.bias.requires_grad_(self.bias.requires_grad)
         conv.train(self.training)
         return conv
 
@@ -566,8 +578,9 @@ def is_depthwise_eligible(conv: nn.Module) -> bool:
 
 def sparsify(model: nn.Module, pointwise: bool = True, depthwise: bool = True) -> nn.Module:
     """Replace, in place, every eligible ``nn.Conv2d`` of ``model`` by its sparse layer (weights
-    copied, mask = nonzeros of the weight) and return ``model``. Eligible: 1x1 convolutions
-    (groups 1, padding 0; any stride) and depthwise convolutions (groups = channels)."""
+    copied, mask = nonzeros of the weight; each parameter keeps its ``requires_grad`` and the
+    layer its train/eval mode) and return ``model``. Eligible: 1x1 convolutions (groups 1,
+    padding 0; any stride) and depthwise convolutions (groups = channels)."""
     if isinstance(model, nn.Conv2d):
         raise TypeError("sparsify: pass the parent module; a bare nn.Conv2d cannot be replaced in "
                         "place (use SparsePointwiseConv2d.from_dense / SparseDepthwiseConv2d.from_dense)")
