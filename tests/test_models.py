@@ -149,3 +149,32 @@ def test_fold_batchnorm_preserves_output_and_zeros(sparse):
             torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
     with pytest.raises(RuntimeError, match="call model.eval"):
         sparseopt.nn.fold_batchnorm(mobilenet_v1(width_mult=0.25).train())
+
+
+def test_fold_batchnorm_leaves_what_it_cannot_fold():
+    """A BatchNorm without running statistics normalises with the batch statistics even in eval
+    mode: not folded. Nor is one whose channel count differs from the convolution's (sparse or
+    dense): skipped, not a size error."""
+    torch.manual_seed(0)
+    x = torch.randn(8, 4, 5, 5) * 3 + 1
+    for conv in (SparsePointwiseConv2d(4, 6), nn.Conv2d(4, 6, 1)):
+        model = nn.Sequential(conv, nn.BatchNorm2d(6, track_running_stats=False)).eval()
+        with torch.no_grad():
+            expected = model(x)
+            sparseopt.nn.fold_batchnorm(model)
+            assert isinstance(model[1], nn.BatchNorm2d)
+            torch.testing.assert_close(model(x), expected)
+        model = nn.Sequential(type(conv)(4, 6) if isinstance(conv, SparsePointwiseConv2d)
+                              else nn.Conv2d(4, 6, 1), nn.BatchNorm2d(5)).eval()
+        weight = model[0].weight.detach().clone()
+        sparseopt.nn.fold_batchnorm(model)
+        assert isinstance(model[1], nn.BatchNorm2d) and torch.equal(model[0].weight, weight)
+    # the foldable neighbour is still folded
+    model = nn.Sequential(SparsePointwiseConv2d(4, 6), nn.BatchNorm2d(6, track_running_stats=False),
+                          SparsePointwiseConv2d(6, 6), nn.BatchNorm2d(6)).eval()
+    _randomize_bn_(model[3])
+    with torch.no_grad():
+        expected = model(x)
+        sparseopt.nn.fold_batchnorm(model)
+        assert [type(m).__name__ for m in model][1:] == ["BatchNorm2d", "SparsePointwiseConv2d", "Identity"]
+        torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)

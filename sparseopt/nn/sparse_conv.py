@@ -631,6 +631,11 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     per-output-channel scale, so exact zeros (and masks) are preserved. Applies to dense and
     sparse models alike (the benchmark folds both sides). Raises if a BatchNorm to fold is in
     training mode (its batch statistics cannot be folded).
+
+    Left as they are (not folded): a BatchNorm without running statistics
+    (``track_running_stats=False``: it normalises with the batch statistics even in eval mode),
+    one whose ``num_features`` differs from the convolution's output channels, and anything
+    other than exactly ``nn.BatchNorm2d`` after exactly a convolution.
     """
     for module in model.modules():
         if not isinstance(module, nn.Sequential):
@@ -640,14 +645,15 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
             conv, bn = module._modules[a], module._modules[b]
             if not (isinstance(conv, (nn.Conv2d, _SparseConv2d)) and type(bn) is nn.BatchNorm2d):
                 continue
-            if isinstance(conv, nn.Conv2d) and conv.out_channels != bn.num_features:
+            if conv.out_channels != bn.num_features:
                 continue
+            if not bn.track_running_stats or bn.running_mean is None or bn.running_var is None:
+                continue  # batch statistics in eval mode too: nothing fixed to fold
             if bn.training:
                 raise RuntimeError(
                     "fold_batchnorm: a BatchNorm2d is in training mode; call model.eval() first"
                 )
-            var = bn.running_var if bn.running_var is not None else torch.ones_like(bn.weight)
-            mean = bn.running_mean if bn.running_mean is not None else torch.zeros_like(bn.weight)
+            var, mean = bn.running_var, bn.running_mean
             scale = torch.rsqrt(var + bn.eps)
             if bn.weight is not None:
                 scale = scale * bn.weight
@@ -656,7 +662,8 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
                 shift = shift + bn.bias
             conv.weight.mul_(scale.reshape(-1, 1, 1, 1).to(conv.weight.dtype))
             if conv.bias is None:
-                conv.bias = nn.Parameter(shift.to(conv.weight.dtype).clone())
+                conv.bias = nn.Parameter(shift.to(conv.weight.dtype).clone(),
+                                         requires_grad=conv.weight.requires_grad)
             else:
                 conv.bias.mul_(scale.to(conv.bias.dtype)).add_(shift.to(conv.bias.dtype))
             module._modules[b] = nn.Identity()
