@@ -588,4 +588,9 @@ def test_compressed_layer_equals_training_mode(kind, n, c, o, h, w, k, stride, p
         layer.compress(dense_threshold=1.0)  # the sparse kernel at every density
         assert layer.kernel == "sparse"
         out = layer(x)
-    _assert_sum_close(out, expected, bound, f"compressed {type(layer).__name__}")
+    # The training mode's memory format (channels_last for a channels_last input, as F.conv2d).
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        assert out.is_contiguous(memory_format=fmt) == expected.is_contiguous(memory_format=fmt), (
+            f"compressed {type(layer).__name__}: output strides {out.stride()}, training mode "
+            f"{expected.stride()} ({layout} input)")
+    _assert_sum_close(out.contiguous(), expected, bound, f"compressed {type(layer).__name__}")

@@ -178,3 +178,50 @@ def test_fold_batchnorm_leaves_what_it_cannot_fold():
         sparseopt.nn.fold_batchnorm(model)
         assert [type(m).__name__ for m in model][1:] == ["BatchNorm2d", "SparsePointwiseConv2d", "Identity"]
         torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_sparsified_model_under_autocast_matches_dense(compressed):
+    """A sparsified MobileNet under torch.autocast("cpu", bfloat16) runs (bf16 activations, as
+    nn.Conv2d gives) and is close to the dense model under the same autocast."""
+    torch.manual_seed(0)
+    dense = mobilenet_v1(width_mult=0.25, input_size=32)
+    _randomize_bn_(dense)
+    dense.eval()
+    model = sparsify(mobilenet_v1(width_mult=0.25, input_size=32))
+    model.load_state_dict(dense.state_dict(), strict=False)  # same weights; masks all True
+    model.eval()
+    if compressed:
+        compress(model, dense_threshold=1.0)  # the sparse kernels outside autocast
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = dense(x)
+        out = model(x)
+        feats = model.features(x)
+    assert out.dtype == expected.dtype and feats.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), expected.float(), rtol=2e-2, atol=2e-2)
+    with torch.no_grad():  # and without autocast, fp32 as before
+        torch.testing.assert_close(model(x), dense(x), rtol=1e-4, atol=1e-5)
+
+
+def test_compressed_mobilenet_compiles_fullgraph():
+    """torch.compile(fullgraph=True) of a compressed MobileNet: no graph break (the staleness
+    check is skipped while compiling) and the eager outputs; after a weight change, compress()
+    again brings the compiled model up to date."""
+    torch.manual_seed(0)
+    model = sparsify(mobilenet_v1(width_mult=0.25, input_size=32))
+    _randomize_bn_(model)
+    _random_prune_(model, 0.8)
+    model.eval()
+    compress(model, dense_threshold=1.0)
+    x = torch.randn(2, 3, 32, 32)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-6)
+        layer = model.features[1][1][0]
+        layer.weight.mul_(2.0)
+        compress(model, dense_threshold=1.0)
+        expected = model(x)
+        torch.testing.assert_close(compiled(x), expected, rtol=1e-5, atol=1e-6)
+    torch._dynamo.reset()

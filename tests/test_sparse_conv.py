@@ -458,7 +458,12 @@ def test_layer_inputs_channels_last_and_noncontiguous(gen):
             expected = dense_conv(layer, inp, layer.weight * layer.mask).detach()
             torch.testing.assert_close(layer(inp).detach(), expected)
             layer.compress(dense_threshold=1.0)
-            torch.testing.assert_close(layer(inp).detach(), expected)
+            out = layer(inp).detach()
+            torch.testing.assert_close(out, expected)
+            if inp is x:  # the compressed path returns channels_last too, as nn.Conv2d does
+                assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+            else:
+                assert out.is_contiguous()
             layer.decompress()
 
 
@@ -574,3 +579,63 @@ def test_sparsify_and_from_dense_keep_requires_grad():
                      "2.weight": True, "2.bias": True}
     assert not model[0].to_dense().weight.requires_grad
     assert model[1].to_dense().weight.requires_grad and not model[1].to_dense().bias.requires_grad
+
+
+AUTOCAST_LAYERS = [
+    ("pw", lambda: SparsePointwiseConv2d(12, 9, stride=2)),
+    ("dw", lambda: SparseDepthwiseConv2d(12, 3, stride=2, padding=1)),
+]
+
+
+@pytest.mark.parametrize("mode", ["masked", "sparse", "dense_fallback"])
+@pytest.mark.parametrize("make", [m for _, m in AUTOCAST_LAYERS], ids=[k for k, _ in AUTOCAST_LAYERS])
+def test_layers_under_autocast_cast_like_conv2d(make, mode, gen):
+    """Under torch.autocast the layers cast input, weight and bias to the autocast dtype as
+    nn.Conv2d does (training mode: differentiable, fp32 weight gradients with the mask's zeros);
+    the compressed layer too (no bf16 sparse kernel: the dense conv on the cast weight)."""
+    torch.manual_seed(0)
+    layer = make()
+    with torch.no_grad():
+        prune_(layer.weight, 0.7, gen)
+    layer.update_mask()
+    if mode != "masked":
+        layer.eval().compress(dense_threshold=1.0 if mode == "sparse" else 0.0)
+    conv = layer.to_dense()
+    x = randn(2, 12, 7, 9, gen=gen)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+        expected = conv(x)
+        out_bf16_input = layer(x.bfloat16())  # the output of a previous autocast layer
+    assert out.dtype == expected.dtype == out_bf16_input.dtype == torch.bfloat16
+    torch.testing.assert_close(out, expected, rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(out_bf16_input, expected, rtol=1e-2, atol=1e-2)
+    if mode == "masked":
+        out.float().square().sum().backward()
+        assert layer.weight.grad.dtype == torch.float32
+        assert torch.all(layer.weight.grad[~layer.mask] == 0)
+        assert torch.any(layer.weight.grad != 0)
+    # outside autocast the dtype check stands
+    with pytest.raises(TypeError, match=r"expected a torch.float32 input \(the weight's dtype\), "
+                                        r"got torch.bfloat16"):
+        layer(x.bfloat16())
+    # an fp64 layer is left in fp64 by autocast (as nn.Conv2d is)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert layer.double()(x.double()).dtype == torch.float64
+
+
+def test_compressed_layers_export(gen):
+    """torch.export of compressed layers (the sparse ops appear in the graph; the staleness
+    check is skipped while tracing) gives the eager outputs."""
+    model = nn.Sequential(make_pointwise(8, 8, 0.8, gen), nn.ReLU(),
+                          make_depthwise(8, 3, 1, 1, 0.8, gen)).eval()
+    compress(model, dense_threshold=1.0)
+    assert all(m.kernel == "sparse" for m in (model[0], model[2]))
+    x = randn(2, 8, 6, 6, gen=gen)
+    with torch.no_grad():
+        expected = model(x)
+    ep = torch.export.export(model, (x,))
+    targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    assert {"sparseopt.csr_pointwise_conv2d.default",
+            "sparseopt.sparse_depthwise_conv2d.default"} <= targets, targets
+    with torch.no_grad():
+        torch.testing.assert_close(ep.module()(x), expected)

@@ -18,7 +18,15 @@ Two modes per layer:
   ``benchmarks/bench_conv.py``), the compressed layer runs the dense convolution instead.
 
 ``state_dict`` holds the dense ``weight``, ``bias`` and ``mask`` only; the compressed buffers are
-rebuilt from them (a compressed layer recompresses itself when its weight or mask change).
+rebuilt from them (a compressed layer recompresses itself when its weight or mask change). Under
+``torch.compile`` / ``torch.export`` (``torch.compiler.is_compiling()``) that staleness check is
+skipped and the compressed buffers are used as they are: call :meth:`compress` again after
+changing the weights of a compiled or exported compressed model.
+
+Under ``torch.autocast`` the layers do what ``nn.Conv2d`` does: the input, weight and bias (those
+floating-point and not float64) are cast to the autocast dtype and the output has that dtype. A
+compressed layer whose autocast dtype has no native sparse kernel (float16, bfloat16) runs the
+dense convolution on the cast masked weight, as a float16/bfloat16 compressed layer always does.
 """
 
 from __future__ import annotations
@@ -92,6 +100,28 @@ def _check_dtype(dtype: Any, layer: str) -> None:
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"{layer}: dtype must be a floating-point dtype (float32, float64, "
                          f"float16 or bfloat16), got {dtype}")
+
+
+def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype when ``torch.autocast`` is on for ``device``'s type, else None."""
+    if not torch.amp.is_autocast_available(device.type):
+        return None
+    if not torch.is_autocast_enabled(device.type):
+        return None
+    return torch.get_autocast_dtype(device.type)
+
+
+def _autocast(t: torch.Tensor | None, dtype: torch.dtype | None) -> torch.Tensor | None:
+    """``t`` cast as autocast casts a convolution's arguments: floating-point tensors other than
+    float64 go to ``dtype``; everything else (and everything when ``dtype`` is None) is kept."""
+    if t is None or dtype is None or not t.is_floating_point() or t.dtype == torch.float64:
+        return t
+    return t.to(dtype)
+
+
+def _suggest_channels_last(x: torch.Tensor) -> bool:
+    """True where ``nn.Conv2d`` would return a channels_last output for the 4-D input ``x``."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def _describe(t: Any) -> str:
@@ -200,7 +230,9 @@ class _SparseConv2d(nn.Module):
                 f"{list(x.shape)}"
             )
 
-    def _check_input(self, x: torch.Tensor) -> None:
+    def _check_input(self, x: torch.Tensor, cast: torch.dtype | None = None) -> None:
+        """``cast``: the autocast dtype (None outside autocast); input and weight are compared
+        after autocast's cast."""
         name = type(self).__name__
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name}: expected a torch.Tensor input, got {type(x).__name__}")
@@ -214,8 +246,16 @@ class _SparseConv2d(nn.Module):
                 f"{name}: expected {self.in_channels} input channels, got {x.shape[1]} "
                 f"(input shape {list(x.shape)})"
             )
-        if x.dtype != self.weight.dtype:
+        if cast is None and x.dtype != self.weight.dtype:
             raise TypeError(f"{name}: expected a {self.weight.dtype} input (the weight's dtype), got {x.dtype}")
+        if cast is not None:
+            xd, wd = _autocast(x, cast).dtype, _autocast(self.weight, cast).dtype
+            if xd != wd:
+                raise TypeError(
+                    f"{name}: under torch.autocast({x.device.type!r}, dtype={cast}) the input "
+                    f"({x.dtype}, cast to {xd}) and the weight ({self.weight.dtype}, cast to "
+                    f"{wd}) have different dtypes"
+                )
         if x.device != self.weight.device:
             raise RuntimeError(
                 f"{name}: expected an input on {self.weight.device} (the weight's device), got {x.device}"
@@ -265,6 +305,11 @@ class _SparseConv2d(nn.Module):
         self._stamp = self._make_stamp()
 
     def _refresh(self) -> None:
+        # Under torch.compile / torch.export the compressed buffers are used as they are: the
+        # stamp (data_ptr, _version) cannot be traced, and rebuilding reads the weight on the
+        # host. Call compress() again after changing the weights of a compiled model.
+        if torch.compiler.is_compiling():
+            return
         if self._stamp != self._make_stamp():
             self._build()
 
@@ -273,7 +318,11 @@ class _SparseConv2d(nn.Module):
         kernel (or the dense convolution when the density exceeds ``dense_threshold``, default
         :data:`DENSE_FALLBACK_DENSITY`). The forward no longer produces weight gradients (it
         still differentiates with respect to the input); :meth:`decompress` returns to training.
-        Returns ``self``."""
+        Returns ``self``.
+
+        In eager mode a compressed layer rebuilds its compressed form when its weight or mask
+        change. Under ``torch.compile`` / ``torch.export`` it uses the buffers as they are: call
+        ``compress()`` again after changing the weights of a compiled or exported model."""
         if dense_threshold is not None and (
             isinstance(dense_threshold, bool) or not isinstance(dense_threshold, (int, float))
             or not 0.0 <= dense_threshold <= 1.0
@@ -349,7 +398,7 @@ class _SparseConv2d(nn.Module):
     def _compress_weight(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
     def _sparse(self, x: torch.Tensor) -> torch.Tensor:
@@ -357,13 +406,27 @@ class _SparseConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_mask(self.mask, "mask")  # replaced behind __setattr__'s back (mask.data = ...)
-        self._check_input(x)
+        cast = _autocast_dtype(x.device) if isinstance(x, torch.Tensor) else None
+        self._check_input(x, cast)
         if not self._compressed:
-            return self._conv(x, self.weight * self.mask)
+            # Under autocast, cast as nn.Conv2d's autocast does (F.conv2d would cast again: a
+            # no-op); the casts are differentiable, so the fp32 weight gets its gradient.
+            return self._conv(_autocast(x, cast), _autocast(self.weight * self.mask, cast),
+                              _autocast(self.bias, cast))
         self._refresh()
         if self._dense is not None:
-            return self._conv(x, self._dense)
-        return self._sparse(x)
+            return self._conv(_autocast(x, cast), _autocast(self._dense, cast),
+                              _autocast(self.bias, cast))
+        if cast is not None and _autocast(self._values, cast).dtype != self._values.dtype:
+            # No native sparse kernel in the autocast dtype: the dense convolution on the cast
+            # masked weight, as a float16/bfloat16 compressed layer always runs.
+            with torch.no_grad():
+                w = (self.weight * self.mask).to(cast)
+            return self._conv(x.to(cast), w, _autocast(self.bias, cast))
+        out = self._sparse(_autocast(x, cast))
+        if _suggest_channels_last(x):  # the memory format nn.Conv2d (and the masked path) gives
+            out = out.contiguous(memory_format=torch.channels_last)
+        return out
 
     def to_dense(self) -> nn.Conv2d:
         """An ``nn.Conv2d`` with the masked weight (a copy) and the bias."""
@@ -396,8 +459,8 @@ class SparsePointwiseConv2d(_SparseConv2d):
     def _compress_weight(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return dense_to_csr(w)
 
-    def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, weight, self.bias, stride=self.stride)
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return F.conv2d(x, weight, bias, stride=self.stride)
 
     def _sparse(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride != (1, 1):
@@ -481,8 +544,8 @@ class SparseDepthwiseConv2d(_SparseConv2d):
                 f"({kh} x {kw}); input shape {list(x.shape)}, padding {self.padding}"
             )
 
-    def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, weight, self.bias, stride=self.stride, padding=self.padding,
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return F.conv2d(x, weight, bias, stride=self.stride, padding=self.padding,
                         groups=self.in_channels)
 
     def _sparse(self, x: torch.Tensor) -> torch.Tensor:
