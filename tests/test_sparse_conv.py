@@ -639,3 +639,25 @@ def test_compressed_layers_export(gen):
             "sparseopt.sparse_depthwise_conv2d.default"} <= targets, targets
     with torch.no_grad():
         torch.testing.assert_close(ep.module()(x), expected)
+
+
+@pytest.mark.parametrize("make_opt", [
+    lambda p: sparseopt.ProxSGD(p, lr=0.1, l1=1e-3, momentum=0.9, backend="native"),
+    lambda p: sparseopt.IRDA(p, l1=1e-3, gamma=5.0, backend="native"),
+    lambda p: sparseopt.Adam(p, lr=1e-2, backend="native"),
+], ids=["ProxSGD", "IRDA", "Adam"])
+def test_compressed_layer_sees_a_native_optimizer_step(gen, make_opt):
+    """The native kernels write through raw pointers and bump the parameters' versions, which
+    is how a compressed layer knows to recompress."""
+    if not sparseopt.ops.has_native("cpu"):
+        pytest.skip("needs the native extension")
+    layer = make_pointwise(8, 6, 0.5, gen)
+    opt = make_opt(layer.parameters())
+    x = randn(2, 8, 4, 4, gen=gen)
+    layer(x).square().sum().backward()  # gradients in training mode, then compress
+    layer.eval().compress(dense_threshold=1.0)
+    before = layer(x)
+    for _ in range(3):
+        opt.step()
+        torch.testing.assert_close(layer(x), layer.to_dense()(x))
+    assert not torch.allclose(layer(x), before)

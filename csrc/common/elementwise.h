@@ -142,6 +142,10 @@ void run_elementwise(const char* op_name, const std::array<NamedList, Op::kDepth
     TORCH_CHECK(false, op_name, ": no native kernel for device ", device);
   }
   work.finish();
+  for (int d = 0; d < D; ++d) {
+    if (((Op::kWrites >> d) & 1u) || (d == Op::kGrad && grad_scale)) bump_versions(lists[d]);
+  }
+  if (Op::kUsesStep) bump_versions(steps);
 }
 
 }  // namespace sparseopt

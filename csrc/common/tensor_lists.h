@@ -83,6 +83,17 @@ inline void check_tensor_lists(const char* op, const std::vector<NamedList>& lis
   if (found_inf.has_value()) check_scalar_tensor(op, "found_inf", *found_inf, device);
 }
 
+// The kernels write through raw pointers, which autograd does not see: bump each written
+// tensor's version counter as an in-place torch op would, so that a graph that saved a parameter
+// before the step refuses to backward through it ("modified by an inplace operation") and
+// caches keyed on `_version` (compressed sparse layers) notice the new values.
+inline void bump_versions(at::TensorList tensors) {
+  for (const at::Tensor& t : tensors) {
+    // Inference tensors carry no version counter (and cannot be updated outside inference mode).
+    if (t.defined() && !t.is_inference()) t.unsafeGetTensorImpl()->bump_version();
+  }
+}
+
 // The element-wise kernels walk raw memory. Tensor i of every list can be used in place when all
 // of them are non-overlapping and dense with one stride pattern (contiguous, channels_last, a
 // transposed weight, ...): element k of one is element k of the others. Otherwise (a strided

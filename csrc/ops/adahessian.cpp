@@ -90,6 +90,7 @@ void hutchinson_diag_(at::TensorList diags, at::TensorList zs, at::TensorList hz
     }
     if (!out.is_same(diag)) diag.copy_(out);
   }
+  bump_versions(diags);
 }
 
 void adahessian_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
