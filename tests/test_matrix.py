@@ -319,6 +319,183 @@ def test_mixed_devices_in_one_group_step_like_one_group_per_device(name: str) ->
     for a, b in zip(model.parameters(), twin.parameters()):
         assert torch.equal(a, b)
 
+# -- tensors changed behind the optimizer's back; rejected loads ---------------------------------
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("change", ["param cast", "grad resized"])
+def test_tensor_swapped_through_data_fails_before_any_change(name: str, change: str) -> None:
+    """`.data` assignments bypass torch's own checks; the last parameter (a later bucket than
+    the conv weight) is the odd one out, so a check made by each bucket's op alone would come
+    after the first bucket was written."""
+    model = make_model()
+    opt = FACTORIES[name](model.parameters())
+    train(model, opt, name, 0, 2)
+    opt.zero_grad()
+    backward(model, 3, name)
+    last = list(model.parameters())[-1]
+    if change == "param cast":
+        if not any(isinstance(v, torch.Tensor) and v.dim() > 0 for v in opt.state[last].values()):
+            pytest.skip("no per-element state to disagree with")
+        last.data = last.data.double()
+        last.grad = last.grad.detach().double()
+    else:
+        last.grad.data = torch.zeros(last.numel() + 2)
+    snap = snapshot(model, opt)
+    with pytest.raises(RuntimeError, match="must match the parameter"):
+        opt.step()
+    assert_unchanged(model, opt, snap)
+
+
+@pytest.mark.parametrize("name", FIRST_ORDER)
+def test_compiled_step_with_an_invalid_later_group_changes_nothing(name: str) -> None:
+    model = make_model()
+    params = list(model.parameters())
+    opt = FACTORIES[name]([{"params": params[:2]}, {"params": params[2:]}])
+    train(model, opt, name, 0, 1)
+    compiled = torch.compile(opt.step, backend="aot_eager")
+    opt.zero_grad()
+    backward(model, 1, name)
+    opt.param_groups[1]["lr"] = float("nan")
+    snap = snapshot(model, opt)
+    with pytest.raises(ValueError, match="lr = nan"):
+        compiled()
+    assert_unchanged(model, opt, snap)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("bad", ["lr", "state shape", "missing state"])
+def test_rejected_load_state_dict_leaves_the_optimizer_as_it_was(name: str, bad: str) -> None:
+    model = make_model()
+    opt = FACTORIES[name](model.parameters())
+    train(model, opt, name, 0, 2)
+    good = opt.state_dict()
+    sd = copy.deepcopy(good)
+    if bad == "lr":
+        sd["param_groups"][0]["lr"] = -5.0
+        error, match = ValueError, "lr"
+    else:
+        key = next((k for k, v in sd["state"][1].items()
+                    if isinstance(v, torch.Tensor) and v.dim() > 0
+                    and (bad == "state shape" or k not in type(opt)._optional_state)), None)
+        if key is None:
+            pytest.skip("no per-element state")
+        if bad == "state shape":
+            sd["state"][1][key] = torch.zeros(7)
+            error, match = RuntimeError, "shape"
+        else:
+            del sd["state"][1][key]
+            error, match = ValueError, "lacks"
+    before = copy.deepcopy(good)
+    with pytest.raises(error, match=match):
+        opt.load_state_dict(sd)
+    assert _same(opt.state_dict(), before)
+    train(model, opt, name, 2, 3)  # and it still steps
+
+
+def _same(a, b) -> bool:
+    """Equality of nested state dicts (tensors compared exactly)."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+@pytest.mark.parametrize("name", ["Adam", "RDA", "PDCA"])
+def test_state_of_another_optimizer_class_is_refused_clearly(name: str) -> None:
+    model = make_model()
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    train(model, sgd, "SGD", 0, 1)
+    opt = FACTORIES[name](model.parameters())
+    with pytest.raises(ValueError, match="lacks .* another optimizer class"):
+        opt.load_state_dict(sgd.state_dict())
+
+
+def test_checkpoint_with_a_plain_int_step_loads_and_steps() -> None:
+    """torch < 1.12 saved step counters as Python ints."""
+    model, twin = make_model(), make_model()
+    opt, ref = FACTORIES["Adam"](model.parameters()), FACTORIES["Adam"](twin.parameters())
+    train(model, opt, "Adam", 0, 2)
+    train(twin, ref, "Adam", 0, 2)
+    sd = copy.deepcopy(opt.state_dict())  # (state_dict() shares the live state dicts)
+    for st in sd["state"].values():
+        st["step"] = int(st["step"])
+    ref.load_state_dict(sd)
+    train(model, opt, "Adam", 2, 4)
+    train(twin, ref, "Adam", 2, 4)
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_loaded_state_dict_keeps_this_optimizers_backend(name: str) -> None:
+    model = make_model()
+    opt = FACTORIES[name](model.parameters(), backend="native")
+    train(model, opt, name, 0, 1)
+    ref = FACTORIES[name](make_model().parameters(), backend="reference")
+    ref.load_state_dict(opt.state_dict())
+    assert all(g["backend"] == "reference" for g in ref.param_groups)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_step_bumps_parameter_versions_like_an_inplace_op(name: str) -> None:
+    """The native kernels write through raw pointers; the versions they bump make autograd
+    refuse a graph saved before the step, as it does after torch.optim.SGD."""
+    model = make_model()
+    opt = FACTORIES[name](model.parameters())
+    train(model, opt, name, 0, 1)
+    backward(model, 1, name)
+    versions = [p._version for p in model.parameters()]
+    out = model(torch.randn(2, 2, 6, 6)).sum()
+    opt.step()
+    assert all(p._version > v for p, v in zip(model.parameters(), versions))
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.backward()
+
+
+def test_numpy_scalar_hyperparameters_are_accepted() -> None:
+    np = pytest.importorskip("numpy")
+    model = make_model()
+    opt = sparseopt.ProxSGD(model.parameters(), lr=np.float32(0.05), l1=np.float64(1e-2),
+                            momentum=np.float32(0.5))
+    train(model, opt, "ProxSGD", 0, 2)
+
+
+def test_adahessian_grad_scaler_skipped_step_equals_an_omitted_one() -> None:
+    """The probe generator and the Hessian-step count are put back on a skipped step."""
+    model, twin = make_model(), make_model()
+    opt = sparseopt.AdaHessian(model.parameters(), lr=0.05, seed=0, update_each=2)
+    ref = sparseopt.AdaHessian(twin.parameters(), lr=0.05, seed=0, update_each=2)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8, growth_interval=1000)
+    for t in range(5):
+        opt.zero_grad()
+        backward(model, t, "AdaHessian", scale=float("inf") if t == 2 else 1.0, scaler=scaler)
+        scaler.step(opt)
+        scaler.update()
+        if t != 2:
+            ref.zero_grad()
+            backward(twin, t, "AdaHessian", scaler=None)
+            ref.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
+    assert opt.state_dict()["param_groups"][0]["adahessian"]["hessian_steps"] == 4
+
+
+def test_adahessian_load_restores_update_each_and_n_samples() -> None:
+    model = make_model()
+    opt = sparseopt.AdaHessian(model.parameters(), lr=0.05, seed=0, update_each=3, n_samples=2)
+    train(model, opt, "AdaHessian", 0, 2)
+    fresh = sparseopt.AdaHessian(make_model().parameters(), lr=0.05)
+    fresh.load_state_dict(opt.state_dict())
+    assert (fresh.update_each, fresh.n_samples) == (3, 2)
+    sd = opt.state_dict()
+    sd["param_groups"][0]["adahessian"]["update_each"] = 0
+    with pytest.raises(ValueError, match="update_each"):
+        fresh.load_state_dict(sd)
+    assert (fresh.update_each, fresh.n_samples) == (3, 2)
+
+
 # -- opt-in checks: non-finite gradients, capturable -----------------------------------------
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("bad", ["nan", "inf"])

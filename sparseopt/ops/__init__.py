@@ -125,6 +125,23 @@ except (ImportError, OSError) as exc:  # not built, or built against another tor
         stacklevel=2,
     )
 
+
+
+# Eager-only (an optimizer step runs it when not compiling); disabled for dynamo so that a step
+# running eagerly inside a compiled region (e.g. past the recompile limit) never traces into it.
+@torch.compiler.disable
+def first_mismatch(params: list[torch.Tensor], likes: list[torch.Tensor]) -> int:
+    """The index of the first ``likes[k]`` whose dtype, shape, device or layout differs from
+    ``params[k]``'s, or -1 (the optimizers' pre-flight check; native when built)."""
+    if _C is not None:
+        return _C.first_mismatch(params, likes)
+    for k, (p, t) in enumerate(zip(params, likes)):
+        if (t.layout != torch.strided or t.dtype != p.dtype or t.device != p.device
+                or t.shape != p.shape):
+            return k
+    return -1
+
+
 _lib = torch.library.Library("sparseopt", "FRAGMENT")  # kept alive for the registrations below
 
 
@@ -263,6 +280,7 @@ __all__ = [
     "REFERENCES",
     "backend_info",
     "has_native",
+    "first_mismatch",
     "native_available",
     "resolve",
     "prox_sgd_step_",

@@ -15,6 +15,7 @@ without a host synchronisation.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -56,13 +57,15 @@ def check_real(
     if high is not None:
         parts.append(f"{name} {'<=' if high_inclusive else '<'} {high}")
     accepted = "a finite real number" + (" with " + " and ".join(parts) if parts else "")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy scalars too
         if isinstance(value, Tensor):
             raise ValueError(
                 f"{owner}: {name} must be a Python number, got a Tensor; accepted: {accepted}"
             )
         raise ValueError(f"{owner}: {name} = {value!r} is not a number; accepted: {accepted}")
-    ok = math.isfinite(value)
+    # (not math.isfinite: under torch.compile a float that changed between calls becomes
+    # symbolic, which comparisons accept and math functions do not)
+    ok = value - value == 0
     if ok and low is not None:
         ok = value >= low if low_inclusive else value > low
     if ok and high is not None:
@@ -213,10 +216,11 @@ class SparseOptimizer(Optimizer):
         no state yet (created by :meth:`step` once every check has passed).
         """
         plan = []
-        strided = torch.strided
         compiling = torch.compiler.is_compiling()
         capturing = not compiling and _capturing()
         gi = -1  # (not enumerate(self.param_groups): dynamo then guards on each .grad's identity)
+        like_params: list[Tensor] = []  # the pre-flight check: likes[k] must match like_params[k]
+        likes: list[Tensor] = []
         for group in self.param_groups:
             gi += 1
             if capturing and not group["capturable"]:
@@ -225,20 +229,15 @@ class SparseOptimizer(Optimizer):
                     f"param_groups[{gi}] has capturable=False; construct the optimizer with "
                     "capturable=True (and take one eager step before capturing)"
                 )
-            if not compiling:
-                # Under torch.compile the ops check their hyperparameters themselves (before
-                # writing anything); Python-side number checks would only break the graph.
-                self._check_group(group, gi, params=False)
+            # (Under torch.compile the hyperparameters are constants of the graph: dynamo folds
+            # these checks away at trace time and re-runs them when a value changes.)
+            self._check_group(group, gi, params=False)
             l1_all = group["l1_on"] == "all"
             buckets: dict[tuple[torch.device, bool], Any] = {}
             for i, p in enumerate(group["params"]):
                 g = p.grad
                 if g is None:
                     continue
-                # torch itself keeps .grad's shape, dtype and device equal to the parameter's
-                # (checked on assignment); the layout is ours to check (sparse embeddings).
-                if g.layout != strided:
-                    raise self._grad_error(group, gi, i, p)
                 device = p.device
                 # (torch.compile marks every group capturable while tracing: not a graph.)
                 if group["capturable"] and device.type != "cuda" and not compiling:
@@ -259,13 +258,18 @@ class SparseOptimizer(Optimizer):
                     )
                 if state:
                     # State tensors are created, loaded (load_state_dict checks them all) and
-                    # moved together: one tells whether the model moved after the optimizer
-                    # was built.
-                    for value in state.values():
-                        if isinstance(value, Tensor):
-                            if value.device != device:
-                                self._check_state(group, gi, i, p, state)
+                    # moved together: the first that is not the step counter tells whether the
+                    # parameter was moved, cast or resized after the optimizer was built (a
+                    # state of step counters alone can only have moved).
+                    for key, value in state.items():
+                        if key != "step" and isinstance(value, Tensor):
+                            like_params.append(p)
+                            likes.append(value)
                             break
+                    else:
+                        step = state.get("step")
+                        if isinstance(step, Tensor) and step.device != device:
+                            self._check_state(group, gi, i, p, state)
                 key = (device, l1_all or p.dim() > 1)
                 bucket = buckets.get(key)
                 if bucket is None:
@@ -275,7 +279,33 @@ class SparseOptimizer(Optimizer):
                 bucket[2].append(g)
                 bucket[3].append(state)
             plan.append((group, buckets))
+        # torch checks .grad's shape, dtype and device on assignment, but not when either side
+        # is swapped through `.data` (model.double() after building the optimizer, pruning code
+        # resizing weights), and the layout is ours to check (sparse embeddings). Each bucket's
+        # op checks its own tensors too, but only a check of all of them before the first op
+        # runs leaves everything unchanged on a mismatch. One native pass over the metadata in
+        # eager mode; under torch.compile the Python checks cost nothing at run time (dynamo
+        # evaluates them while tracing and guards on the metadata anyway).
+        for _, buckets in plan:
+            for bucket in buckets.values():
+                like_params += bucket[1]
+                likes += bucket[2]
+        if compiling or ops.first_mismatch(like_params, likes) >= 0:
+            self._check_tensors(plan)
         return plan
+
+    def _check_tensors(self, plan: list[tuple[dict[str, Any], dict]]) -> None:
+        """Raise for the first gradient or state tensor that does not match its parameter."""
+        gi = -1
+        for group, buckets in plan:
+            gi += 1
+            for _, params, grads, states in buckets.values():
+                for p, g, state in zip(params, grads, states):
+                    if (g.layout != torch.strided or g.dtype != p.dtype or g.shape != p.shape
+                            or g.device != p.device):  # fmt: skip
+                        raise self._grad_error(group, gi, _index(group["params"], p), p)
+                    if state:
+                        self._check_state(group, gi, _index(group["params"], p), p, state)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
@@ -388,23 +418,64 @@ class SparseOptimizer(Optimizer):
                    _on_device(found_inf, device))
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state dict as torch does (the loaded hyperparameters win), then check it;
+        a rejected state dict leaves the optimizer as it was.
+
+        Each group keeps this optimizer's ``backend``: it says where the code runs, not how
+        training goes (the backends agree bit for bit), so a checkpoint saved where the native
+        extension was built still loads and steps where it is not.
+        """
+        # torch's loader builds new state and group objects, so keeping the old ones is enough
+        # to put everything back if a check fails.
+        old_state, old_groups = self.state, self.param_groups
         super().load_state_dict(state_dict)
+        try:
+            self._check_loaded(old_groups)
+        except Exception:
+            self.state, self.param_groups = old_state, old_groups
+            raise
+
+    # State keys an optimizer creates later by itself when missing (e.g. a momentum buffer when
+    # momentum is switched on after the first steps); every other key _init_state makes is
+    # required in a loaded state.
+    _optional_state: tuple[str, ...] = ()
+
+    def _check_loaded(self, old_groups: list[dict[str, Any]]) -> None:
         for gi, group in enumerate(self.param_groups):
             # A state dict from another optimizer class (torch.optim.Adam's into sparseopt.Adam)
             # lacks sparseopt's own keys: take them from this optimizer's defaults.
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
+            group["backend"] = old_groups[gi]["backend"]
             self._check_group(group, gi)
             for i, p in enumerate(group["params"]):
                 state = self.state.get(p)
                 if not state:
                     continue
                 step = state.get("step")
+                if isinstance(step, (int, float)) and not isinstance(step, bool):
+                    step = torch.tensor(float(step))  # torch < 1.12 saved plain numbers
                 if isinstance(step, Tensor):
                     # Step counters live on the parameter's device (read by the kernels there);
                     # a copy, so stepping never writes into the caller's state_dict.
                     state["step"] = step.to(device=p.device, dtype=torch.float32, copy=True)
+                expected: dict[str, Any] = {}
+                self._init_state(torch.empty(p.shape, dtype=p.dtype, device="meta"), expected,
+                                 group)  # fmt: skip
+                missing = [k for k in expected if k not in state and k not in self._optional_state]
+                if missing:
+                    raise ValueError(
+                        f"{self._owner}: the loaded state of {self._label(group, gi, i, p)} lacks "
+                        f"{missing} (it has {sorted(state)}); {self._owner} keeps "
+                        f"{sorted(expected)}. Is the state dict from another optimizer class, "
+                        "or from one built with other options?"
+                    )
                 self._check_state(group, gi, i, p, state)
+
+
+def _index(params: list[Tensor], p: Tensor) -> int:
+    """Position of ``p`` in ``params`` by identity (list.index would compare tensors)."""
+    return next(i for i, q in enumerate(params) if q is p)
 
 
 def _capturing() -> bool:

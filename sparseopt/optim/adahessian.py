@@ -85,21 +85,12 @@ class AdaHessian(SparseOptimizer):
         check_finite: bool = False,
         process_group: Any = None,
     ) -> None:
-        for name, value in (("update_each", update_each), ("n_samples", n_samples)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"AdaHessian: invalid {name} = {value!r}; accepted: an int >= 1")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"AdaHessian: invalid seed = {seed!r}; accepted: None or an int")
+        _check_counts(update_each, n_samples, seed, capturable)
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, hessian_power=hessian_power,
             l1_on="weights", backend=backend, capturable=capturable, check_finite=check_finite,
         )  # fmt: skip
         super().__init__(params, defaults)
-        if capturable and update_each != 1:
-            raise ValueError(
-                f"AdaHessian: update_each={update_each} is counted on the host, which a CUDA graph "
-                "cannot replay; accepted with capturable=True: update_each=1"
-            )
         self.update_each = update_each
         self.n_samples = n_samples
         self.seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else seed
@@ -306,6 +297,13 @@ class AdaHessian(SparseOptimizer):
         """Refresh ``hessian_diag`` when due and detach the gradients; returns the skip flag
         for the update (``found_inf``, or the Hessian pass's flag under GradScaler)."""
         self._check_distributed(params, grad_scale, found_inf)
+        # A step GradScaler skips must equal an omitted one, so the probe generators and the
+        # Hessian-step count are put back when it turns out skipped: one host sync per step,
+        # only under GradScaler (and not while capturing a CUDA graph, which cannot sync).
+        undo = None
+        if grad_scale is not None and params and not _capturing():
+            undo = (self._hessian_steps,
+                    {d: self._generator(d).get_state() for d in {p.device for p in params}})
         if self._hessian_steps % self.update_each == 0 and params:
             if grad_scale is None and found_inf is not None:
                 raise RuntimeError(
@@ -328,6 +326,10 @@ class AdaHessian(SparseOptimizer):
                 if skip is not None:
                     found_inf = skip
         self._hessian_steps += 1
+        if undo is not None and found_inf is not None and bool(found_inf):
+            self._hessian_steps = undo[0]
+            for device, gen_state in undo[1].items():
+                self._generator(device).set_state(gen_state)
         for p in params:  # free the double-backward graph
             p.grad = p.grad.detach()
         if self.process_group is not None:
@@ -378,12 +380,33 @@ class AdaHessian(SparseOptimizer):
             groups = [dict(g) for g in groups]
             extra = groups[0].pop("adahessian")
             state_dict["param_groups"] = groups
+        if extra is not None:  # checked before anything is loaded
+            _check_counts(extra.get("update_each", self.update_each),
+                          extra.get("n_samples", self.n_samples), extra["seed"],
+                          any(g.get("capturable", False) for g in groups or ()))  # fmt: skip
         super().load_state_dict(state_dict)
         if extra is not None:
+            # Like every hyperparameter, the checkpoint's update_each and n_samples win (state
+            # dicts before they were saved keep the constructor's).
+            self.update_each = extra.get("update_each", self.update_each)
+            self.n_samples = extra.get("n_samples", self.n_samples)
             self.seed = extra["seed"]
             self._hessian_steps = extra["hessian_steps"]
             self._generators = {}
             self._generator_states = {k: v.clone() for k, v in extra["generator_states"].items()}
+
+
+def _check_counts(update_each: Any, n_samples: Any, seed: Any, capturable: bool) -> None:
+    for name, value in (("update_each", update_each), ("n_samples", n_samples)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"AdaHessian: invalid {name} = {value!r}; accepted: an int >= 1")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"AdaHessian: invalid seed = {seed!r}; accepted: None or an int")
+    if capturable and update_each != 1:
+        raise ValueError(
+            f"AdaHessian: update_each={update_each} is counted on the host, which a CUDA graph "
+            "cannot replay; accepted with capturable=True: update_each=1"
+        )
 
 
 # -- data parallelism (process_group=) ---------------------------------------------------------

@@ -14,9 +14,10 @@ from .prox_sgd import Params
 class Adam(SparseOptimizer):
     r"""Adam (Kingma & Ba) with torch.optim.Adam's signature, defaults and state layout.
 
-    fp32 results equal ``torch.optim.Adam(foreach=False)`` bit for bit on the CPU (the kernel
-    performs torch's operations in torch's order, fused multiply-adds included), and the state
-    dicts are interchangeable: a torch Adam state loads into this class and back.
+    Results follow ``torch.optim.Adam`` to rounding (the kernel performs torch's operations in
+    torch's order; fp32 elements differ by at most about 2e-6 relative, where the compiler's
+    vectorised division and square root round differently), and the state dicts are
+    interchangeable: a torch Adam state loads into this class and back.
 
     .. math::
         m \leftarrow \beta_1 m + (1-\beta_1) g,\quad v \leftarrow \beta_2 v + (1-\beta_2) g^2,
@@ -42,6 +43,7 @@ class Adam(SparseOptimizer):
     """
 
     op_name = "adam_step_"
+    _optional_state = ("max_exp_avg_sq",)  # created when amsgrad is switched on later
     _decoupled_default = False
 
     def __init__(

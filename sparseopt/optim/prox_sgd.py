@@ -47,6 +47,7 @@ class ProxSGD(SparseOptimizer):
     """
 
     op_name = "prox_sgd_step_"
+    _optional_state = ("momentum_buffer",)  # created when momentum is switched on later
 
     def __init__(
         self,
