@@ -4,6 +4,7 @@ training (masked) and compressed (inference) mode, state_dict, sparsify, bad inp
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -525,8 +526,14 @@ def test_layer_bad_input_errors(gen):
     dw = SparseDepthwiseConv2d(8, 3, padding=1)
     for layer in (pw, dw):
         name = type(layer).__name__
-        with pytest.raises(ValueError, match=rf"{name}: expected a 4-D input \[N, C, H, W\], got a 3-D tensor of shape \[8, 5, 5\]"):
-            layer(torch.zeros(8, 5, 5))
+        with pytest.raises(ValueError, match=rf"{name}: expected a 4-D input \[N, C, H, W\], got a 5-D tensor of shape \[1, 8, 5, 5, 1\] \(an unbatched 3-D input \[C, H, W\] is accepted too"):
+            layer(torch.zeros(1, 8, 5, 5, 1))
+        with pytest.raises(ValueError, match=rf"{name}: expected a 4-D input .* got a 2-D tensor"):
+            layer(torch.zeros(8, 5))
+        with pytest.raises(ValueError, match=rf"{name}: expected 8 input channels, got 7 \(input shape \[7, 5, 5\]\)"):
+            layer(torch.zeros(7, 5, 5))  # unbatched, wrong channel count
+        with pytest.raises(ValueError, match=rf"{name}: expected a non-empty H x W map, got an input of shape \[8, 0, 5\]"):
+            layer(torch.zeros(8, 0, 5))
         with pytest.raises(ValueError, match=rf"{name}: expected 8 input channels, got 7"):
             layer(torch.zeros(1, 7, 5, 5))
         with pytest.raises(TypeError, match=rf"{name}: expected a torch.float32 input \(the weight's dtype\), got torch.float64"):
@@ -661,3 +668,122 @@ def test_compressed_layer_sees_a_native_optimizer_step(gen, make_opt):
         opt.step()
         torch.testing.assert_close(layer(x), layer.to_dense()(x))
     assert not torch.allclose(layer(x), before)
+
+
+# ---- unbatched input, training a compressed layer, inference mode -------------------------------------
+UNBATCHED_LAYERS = [
+    ("pw", lambda gen: make_pointwise(8, 6, 0.7, gen)),
+    ("pw_stride2", lambda gen: make_pointwise(8, 6, 0.7, gen, stride=2)),
+    ("dw", lambda gen: make_depthwise(8, 3, 2, 1, 0.7, gen)),
+]
+
+
+@pytest.mark.parametrize("mode", ["masked", "sparse", "dense_fallback"])
+@pytest.mark.parametrize("make", [m for _, m in UNBATCHED_LAYERS], ids=[k for k, _ in UNBATCHED_LAYERS])
+def test_layers_accept_unbatched_3d_input_like_conv2d(make, mode, gen):
+    """A [C, H, W] input runs as nn.Conv2d runs it (unsqueeze(0), conv, squeeze(0)), in training
+    and compressed mode; the input gradient matches nn.Conv2d's."""
+    layer = make(gen)
+    if mode != "masked":
+        layer.eval().compress(dense_threshold=1.0 if mode == "sparse" else 0.0)
+        assert layer.kernel == ("sparse" if mode == "sparse" else "dense")
+    conv = layer.to_dense()
+    x = randn(8, 9, 7, gen=gen).requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    out = layer(x)
+    expected = conv(x_ref)
+    assert out.shape == expected.shape and out.dim() == 3
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x.unsqueeze(0)).squeeze(0), out)
+    g = randn(*out.shape, gen=gen)
+    out.backward(g)
+    expected.backward(g)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-5)
+    if mode == "masked":
+        torch.testing.assert_close(layer.weight.grad, conv.weight.grad * layer.mask,
+                                   rtol=1e-5, atol=1e-5)
+
+
+def _record_warnings(fn):
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        fn()
+    return [w for w in rec if "no weight gradients" in str(w.message)]
+
+
+@pytest.mark.parametrize("threshold", [1.0, 0.0], ids=["sparse", "dense_fallback"])
+@pytest.mark.parametrize("kind", ["pw", "dw"])
+def test_compressed_layer_in_training_mode_warns_once(kind, threshold, gen, monkeypatch):
+    """model.train() after compress() trains nothing in the compressed layers (no weight
+    gradients): the first such forward warns, once per layer; eval mode, no_grad,
+    inference_mode, a frozen weight and torch.compile do not warn."""
+    def make():
+        layer = make_pointwise(8, 6, 0.7, gen) if kind == "pw" else make_depthwise(8, 3, 1, 1, 0.7, gen)
+        return layer.eval().compress(dense_threshold=threshold)
+
+    x = randn(2, 8, 5, 5, gen=gen)
+    layer = make().train()
+    with pytest.warns(UserWarning, match=r"compressed forward gives no weight gradients .*"
+                                         r"call decompress\(\) to train"):
+        layer(x)
+    assert layer.weight.grad is None
+    assert _record_warnings(lambda: layer(x)) == []  # once per layer
+    other = make().train()  # another layer warns for itself
+    assert len(_record_warnings(lambda: other(x))) == 1
+
+    def no_grad_forward(layer):
+        with torch.no_grad():
+            layer(x)
+
+    def inference_forward(layer):
+        with torch.inference_mode():
+            layer(x)
+
+    quiet = [
+        lambda: make()(x),  # eval mode
+        lambda: no_grad_forward(make().train()),
+        lambda: inference_forward(make().train()),
+        lambda: make().train().requires_grad_(False)(x),  # frozen weight
+        lambda: make().train().decompress()(x).sum().backward(),  # training again: no warning
+    ]
+    for fn in quiet:
+        assert _record_warnings(fn) == []
+    fresh = make().train()
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert _record_warnings(lambda: fresh(x)) == []
+    monkeypatch.undo()
+    assert len(_record_warnings(lambda: fresh(x))) == 1  # not consumed while compiling
+
+
+@pytest.mark.parametrize("when", ["compress", "recompress_in_forward"])
+@pytest.mark.parametrize("threshold", [1.0, 0.0], ids=["sparse", "dense_fallback"])
+@pytest.mark.parametrize("kind", ["pw", "dw"])
+def test_compressed_buffers_built_under_inference_mode_allow_input_grads(kind, threshold, when, gen):
+    """Compressed buffers built under torch.inference_mode() (by compress() or by the first
+    forward's recompress) are normal tensors: a later forward that needs input gradients
+    runs, and its input gradient equals nn.Conv2d's (to_dense())."""
+    layer = make_pointwise(8, 6, 0.7, gen) if kind == "pw" else make_depthwise(8, 3, 1, 1, 0.7, gen)
+    layer.eval()
+    x0 = randn(1, 8, 5, 5, gen=gen)
+    if when == "recompress_in_forward":
+        layer.compress(dense_threshold=threshold)
+        with torch.no_grad():
+            layer.weight.mul_(2)  # stale: the next forward rebuilds
+    with torch.inference_mode():
+        if when == "compress":
+            layer.compress(dense_threshold=threshold)
+        layer(x0)
+    assert layer.kernel == ("sparse" if threshold == 1.0 else "dense")
+    for name in ("_ptr", "_idx", "_values", "_dense"):
+        buf = getattr(layer, name)
+        assert buf is None or not buf.is_inference(), name
+    x = randn(2, 8, 5, 5, gen=gen).requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    out = layer(x)
+    expected = layer.to_dense()(x_ref)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    g = randn(*out.shape, gen=gen)
+    out.backward(g)
+    expected.backward(g)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-5)

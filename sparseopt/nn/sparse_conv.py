@@ -31,6 +31,7 @@ dense convolution on the cast masked weight, as a float16/bfloat16 compressed la
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -156,6 +157,7 @@ class _SparseConv2d(nn.Module):
         self._compressed = False
         self._dense_threshold: float | None = None
         self._stamp: tuple[Any, ...] | None = None
+        self._warned_no_weight_grad = False  # the compressed-forward-in-training warning, once
         self.reset_parameters()
 
     # ---- parameters and mask ---------------------------------------------------------------
@@ -223,8 +225,9 @@ class _SparseConv2d(nn.Module):
 
     # ---- input checks ------------------------------------------------------------------------
     def _check_spatial(self, x: torch.Tensor) -> None:
-        """The input's H x W: not empty, and (depthwise) no smaller than the kernel once padded."""
-        if x.shape[2] == 0 or x.shape[3] == 0:
+        """The input's H x W (its last two dimensions, batched or not): not empty, and
+        (depthwise) no smaller than the kernel once padded."""
+        if x.shape[-2] == 0 or x.shape[-1] == 0:
             raise ValueError(
                 f"{type(self).__name__}: expected a non-empty H x W map, got an input of shape "
                 f"{list(x.shape)}"
@@ -236,14 +239,15 @@ class _SparseConv2d(nn.Module):
         name = type(self).__name__
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name}: expected a torch.Tensor input, got {type(x).__name__}")
-        if x.dim() != 4:
+        if x.dim() not in (3, 4):
             raise ValueError(
                 f"{name}: expected a 4-D input [N, C, H, W], got a {x.dim()}-D tensor of shape "
-                f"{list(x.shape)}"
+                f"{list(x.shape)} (an unbatched 3-D input [C, H, W] is accepted too, as "
+                "nn.Conv2d accepts it)"
             )
-        if x.shape[1] != self.in_channels:
+        if x.shape[-3] != self.in_channels:
             raise ValueError(
-                f"{name}: expected {self.in_channels} input channels, got {x.shape[1]} "
+                f"{name}: expected {self.in_channels} input channels, got {x.shape[-3]} "
                 f"(input shape {list(x.shape)})"
             )
         if cast is None and x.dtype != self.weight.dtype:
@@ -282,8 +286,14 @@ class _SparseConv2d(nn.Module):
         return (w._version, m._version, w.data_ptr(), m.data_ptr(), w.dtype, w.device,
                 self._dense_threshold)
 
-    @torch.no_grad()
     def _build(self) -> None:
+        # Built as normal tensors even under torch.inference_mode(): inference tensors could not
+        # be saved for backward by a later forward that differentiates with respect to the input.
+        # (inference_mode(False) turns grad mode on, so no_grad goes inside it.)
+        with torch.inference_mode(False), torch.no_grad():
+            self._build_buffers()
+
+    def _build_buffers(self) -> None:
         if self.weight.device.type == "meta":
             raise RuntimeError(
                 f"{type(self).__name__}: cannot compress a layer on the meta device (its weight "
@@ -318,7 +328,9 @@ class _SparseConv2d(nn.Module):
         kernel (or the dense convolution when the density exceeds ``dense_threshold``, default
         :data:`DENSE_FALLBACK_DENSITY`). The forward no longer produces weight gradients (it
         still differentiates with respect to the input); :meth:`decompress` returns to training.
-        Returns ``self``.
+        A compressed forward in training mode with grad enabled and a weight that requires grad
+        warns once per layer (``UserWarning``) that it trains nothing. The compressed buffers
+        are normal tensors even when built under ``torch.inference_mode()``. Returns ``self``.
 
         In eager mode a compressed layer rebuilds its compressed form when its weight or mask
         change. Under ``torch.compile`` / ``torch.export`` it uses the buffers as they are: call
@@ -408,11 +420,33 @@ class _SparseConv2d(nn.Module):
         self._check_mask(self.mask, "mask")  # replaced behind __setattr__'s back (mask.data = ...)
         cast = _autocast_dtype(x.device) if isinstance(x, torch.Tensor) else None
         self._check_input(x, cast)
+        if x.dim() == 3:  # unbatched [C, H, W]: as nn.Conv2d runs it
+            return self._forward(x.unsqueeze(0), cast).squeeze(0)
+        return self._forward(x, cast)
+
+    def _warn_if_training_compressed(self) -> None:
+        """One UserWarning per layer when a compressed forward runs where weight gradients are
+        expected (training mode, grad enabled, weight requiring grad): it produces none."""
+        if torch.compiler.is_compiling():
+            return
+        if (self.training and torch.is_grad_enabled() and self.weight.requires_grad
+                and not getattr(self, "_warned_no_weight_grad", False)):
+            self._warned_no_weight_grad = True
+            warnings.warn(
+                f"{type(self).__name__}: the layer is compressed and in training mode, but the "
+                "compressed forward gives no weight gradients (only input gradients); call "
+                "decompress() to train it (or eval() / torch.no_grad() for inference)",
+                UserWarning, stacklevel=3,
+            )
+
+    def _forward(self, x: torch.Tensor, cast: torch.dtype | None) -> torch.Tensor:
+        """The 4-D input ``x`` already checked; ``cast``: the autocast dtype or None."""
         if not self._compressed:
             # Under autocast, cast as nn.Conv2d's autocast does (F.conv2d would cast again: a
             # no-op); the casts are differentiable, so the fp32 weight gets its gradient.
             return self._conv(_autocast(x, cast), _autocast(self.weight * self.mask, cast),
                               _autocast(self.bias, cast))
+        self._warn_if_training_compressed()
         self._refresh()
         if self._dense is not None:
             return self._conv(_autocast(x, cast), _autocast(self._dense, cast),
@@ -537,7 +571,7 @@ class SparseDepthwiseConv2d(_SparseConv2d):
     def _check_spatial(self, x: torch.Tensor) -> None:
         super()._check_spatial(x)
         (kh, kw), (ph, pw) = self.kernel_size, self.padding
-        h, w = x.shape[2] + 2 * ph, x.shape[3] + 2 * pw
+        h, w = x.shape[-2] + 2 * ph, x.shape[-1] + 2 * pw
         if h < kh or w < kw:
             raise ValueError(
                 f"SparseDepthwiseConv2d: the padded input ({h} x {w}) is smaller than the kernel "
