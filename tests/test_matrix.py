@@ -715,8 +715,8 @@ def layer_name(kind: str) -> str:
 
 
 BAD_INPUTS = {
-    "3d": (lambda: torch.zeros(8, 7, 9), ValueError,
-           r"expected a 4-D input \[N, C, H, W\], got a 3-D tensor of shape \[8, 7, 9\]"),
+    "3d_channels_7": (lambda: torch.zeros(7, 7, 9), ValueError,  # unbatched, as nn.Conv2d takes
+                      r"expected 8 input channels, got 7 \(input shape \[7, 7, 9\]\)"),
     "5d": (lambda: torch.zeros(2, 8, 7, 9, 1), ValueError,
            r"expected a 4-D input \[N, C, H, W\], got a 5-D tensor of shape \[2, 8, 7, 9, 1\]"),
     "2d": (lambda: torch.zeros(8, 7), ValueError, r"expected a 4-D input .* got a 2-D tensor"),
