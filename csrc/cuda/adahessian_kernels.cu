@@ -7,7 +7,9 @@
 namespace sparseopt {
 namespace cuda {
 
-SPARSEOPT_INSTANTIATE_ELEMENTWISE(rules::AdaHessianOp)
+SPARSEOPT_INSTANTIATE_ELEMENTWISE(rules::AdaHessianOp<rules::HessianPower::kOne>)
+SPARSEOPT_INSTANTIATE_ELEMENTWISE(rules::AdaHessianOp<rules::HessianPower::kHalf>)
+SPARSEOPT_INSTANTIATE_ELEMENTWISE(rules::AdaHessianOp<rules::HessianPower::kOther>)
 
 template <typename S>
 __global__ void hutchinson_rows_kernel(const S* z, const S* hz, S* diag, int64_t rows,

@@ -7,6 +7,7 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <type_traits>
 
 #include "../common/elementwise.h"
 #include "../rules/adahessian.h"
@@ -107,15 +108,25 @@ void adahessian_step_(at::TensorList params, at::TensorList grads, at::TensorLis
   check_ah(name, "weight_decay", weight_decay, weight_decay >= 0, "a finite float >= 0");
   check_ah(name, "hessian_power", hessian_power, hessian_power > 0 && hessian_power <= 1,
            "0 < hessian_power <= 1");
-  using Op = rules::AdaHessianOp;
-  const Op op{lr, beta1, beta2, eps, weight_decay, hessian_power};
-  std::array<NamedList, Op::kDepth> lists;
-  lists[Op::W] = {"params", params};
-  lists[Op::G] = {"grads", grads};
-  lists[Op::M] = {"exp_avgs", exp_avgs};
-  lists[Op::V] = {"exp_hessian_diag_sqs", exp_hessian_diag_sqs};
-  lists[Op::D] = {"hessian_diags", hessian_diags};
-  run_elementwise(name, lists, steps, grad_scale, found_inf, op);
+  using rules::HessianPower;
+  auto run = [&](auto power) {
+    using Op = rules::AdaHessianOp<decltype(power)::value>;
+    const Op op{lr, beta1, beta2, eps, weight_decay, hessian_power};
+    std::array<NamedList, Op::kDepth> lists;
+    lists[Op::W] = {"params", params};
+    lists[Op::G] = {"grads", grads};
+    lists[Op::M] = {"exp_avgs", exp_avgs};
+    lists[Op::V] = {"exp_hessian_diag_sqs", exp_hessian_diag_sqs};
+    lists[Op::D] = {"hessian_diags", hessian_diags};
+    run_elementwise(name, lists, steps, grad_scale, found_inf, op);
+  };
+  if (hessian_power == 1.0) {
+    run(std::integral_constant<HessianPower, HessianPower::kOne>{});
+  } else if (hessian_power == 0.5) {
+    run(std::integral_constant<HessianPower, HessianPower::kHalf>{});
+  } else {
+    run(std::integral_constant<HessianPower, HessianPower::kOther>{});
+  }
 }
 
 }  // namespace
