@@ -215,7 +215,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="0%% and 90%% zeros, batch 1, short timings")
     ap.add_argument("--out", default="bench_out", help="output folder (default bench_out)")
+    ap.add_argument("--device", default="cpu",
+                    help="cpu (the sparse layers' inference kernels are measured on the CPU; "
+                         "any other device is skipped, so `python -m sparseopt.bench --device "
+                         "cuda` runs the optimizer benchmark alone)")
     args = ap.parse_args()
+    if args.device != "cpu":
+        print(f"bench_conv: measures CPU inference; skipped for --device {args.device}")
+        return
+    lines: list[str] = []
+
+    def emit(text: str = "") -> None:  # printed, and kept for conv.md
+        print(text)
+        lines.append(text)
     if args.quick:
         sparsities, batches, net_batches, budget = [0.0, 0.9], [1], [1], 0.1
     else:
@@ -224,41 +236,43 @@ def main() -> None:
     info = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), cpu=cpu_name(),
                 threads=torch.get_num_threads(), torch=torch.__version__,
                 sparseopt=sparseopt.__version__, backend=sparseopt.backend_info())
-    print(f"# bench_conv: {info['cpu']}, {info['threads']} threads, torch {info['torch']}, {info['date']}")
-    print("| kind | shape | batch | zeros | dense ms | sparse ms | speed-up |")
-    print("|---|---|---|---|---|---|---|")
+    emit(f"# bench_conv: {info['cpu']}, {info['threads']} threads, torch {info['torch']}, {info['date']}")
+    print("| kind | shape | batch | zeros | dense ms | sparse ms | speed-up |")  # rows live, not
+    print("|---|---|---|---|---|---|---|")  # in conv.md (its tables below hold the same numbers)
     rows = bench_layers(sparsities, batches, budget)
     rows += bench_network(net_batches, 0.9, budget)
     thresholds = fallback_thresholds(rows)
     levels = sorted({r["sparsity"] for r in rows if r["kind"] != "network"})
-    print("\nspeed-up of the sparse kernel over dense F.conv2d (dense time in ms):")
-    print("| kind | shape | batch | dense ms | " + " | ".join(f"{s * 100:.0f}%" for s in levels) + " |")
-    print("|---|---|---|---|" + "---|" * len(levels))
+    emit("\nspeed-up of the sparse kernel over dense F.conv2d (dense time in ms):")
+    emit("| kind | shape | batch | dense ms | " + " | ".join(f"{s * 100:.0f}%" for s in levels) + " |")
+    emit("|---|---|---|---|" + "---|" * len(levels))
     seen = dict.fromkeys((r["kind"], r["shape"], r["batch"]) for r in rows if r["kind"] != "network")
     for kind, shape, n in seen:
         rs = {r["sparsity"]: r for r in rows if (r["kind"], r["shape"], r["batch"]) == (kind, shape, n)}
         cells = " | ".join(f"{rs[s]['speedup']:.2f}x" if s in rs else "" for s in levels)
-        print(f"| {kind} | {shape} | {n} | {next(iter(rs.values()))['dense_ms']:.3f} | {cells} |")
-    print("\nwhole network:")
-    print("| model | batch | zeros | dense ms | sparse ms | speed-up |")
-    print("|---|---|---|---|---|---|")
+        emit(f"| {kind} | {shape} | {n} | {next(iter(rs.values()))['dense_ms']:.3f} | {cells} |")
+    emit("\nwhole network:")
+    emit("| model | batch | zeros | dense ms | sparse ms | speed-up |")
+    emit("|---|---|---|---|---|---|")
     for r in rows:
         if r["kind"] == "network":
-            print(f"| {r['shape']} | {r['batch']} | {r['sparsity'] * 100:.0f}% | {r['dense_ms']:.2f} | "
+            emit(f"| {r['shape']} | {r['batch']} | {r['sparsity'] * 100:.0f}% | {r['dense_ms']:.2f} | "
                   f"{r['sparse_ms']:.2f} | {r['speedup']:.2f}x |")
-    print("\nsparse vs dense per zero fraction (for the dense-fallback threshold):")
-    print("| kind | zeros | geomean speed-up | worst | cases sparse loses |")
-    print("|---|---|---|---|---|")
+    emit("\nsparse vs dense per zero fraction (for the dense-fallback threshold):")
+    emit("| kind | zeros | geomean speed-up | worst | cases sparse loses |")
+    emit("|---|---|---|---|---|")
     for kind, t in thresholds.items():
         for s, v in t["per_sparsity"].items():
-            print(f"| {kind} | {s * 100:.0f}% | {v['geomean']:.2f}x | {v['worst']:.2f}x | {v['losing']}/{v['cases']} |")
+            emit(f"| {kind} | {s * 100:.0f}% | {v['geomean']:.2f}x | {v['worst']:.2f}x | {v['losing']}/{v['cases']} |")
     for kind, t in thresholds.items():
-        print(f"{kind}: sparse wins on every case from {t['all_win_from_sparsity']} zeros; "
+        emit(f"{kind}: sparse wins on every case from {t['all_win_from_sparsity']} zeros; "
               f"current DENSE_FALLBACK_DENSITY = {sparseopt.nn.DENSE_FALLBACK_DENSITY[kind]}")
     with open(os.path.join(args.out, "conv.json"), "w") as f:
         json.dump(dict(info=info, rows=rows, thresholds=thresholds), f, indent=1, default=str)
     plot(rows, os.path.join(args.out, "conv_speedup.png"))
-    print(f"wrote {args.out}/conv.json and {args.out}/conv_speedup.png")
+    with open(os.path.join(args.out, "conv.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"wrote {args.out}/conv.json, {args.out}/conv.md and {args.out}/conv_speedup.png")
 
 
 if __name__ == "__main__":

@@ -108,8 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("error: --device cuda but no CUDA device is available", file=sys.stderr)
         return 2
-    sys.path.insert(0, str(HERE.parent))
-    import sparseopt
+    try:
+        import sparseopt  # the installed package (editable or not)
+    except ImportError:  # not installed: the checkout this script sits in (built in place)
+        sys.path.insert(0, str(HERE.parent))
+        import sparseopt
 
     params = make_params(args.device)
     numel = sum(p.numel() for p in params)

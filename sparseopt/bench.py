@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown benchmark(s) {sorted(unknown)}; available: "
               f"{[s.stem.removeprefix('bench_') for s in scripts]}", file=sys.stderr)
         return 2
-    out = Path(args.out)
+    out = Path(args.out).resolve()  # the scripts run in the checkout: give them an absolute path
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
