@@ -86,6 +86,9 @@ class SparsityReport:
         return sum(r.zeros for r in self.rows if r.covered) / numel if numel else 0.0
 
     def to_markdown(self) -> str:
+        """The report as a markdown table: one row per parameter (shape, size, exact zeros,
+        sparsity; parameters outside the l1 term marked), then the sparsity of the l1-covered
+        parameters together."""
         lines = ["| parameter | shape | numel | zeros | sparsity |", "|---|---|---:|---:|---:|"]
         for r in self.rows:
             mark = "" if r.covered else " (not l1)"

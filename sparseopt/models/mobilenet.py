@@ -10,6 +10,7 @@ a known typo (its input and output are both 7x7 in the same table).
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 __all__ = ["MobileNetV1", "mobilenet_v1", "MOBILENET_V1_BODY"]
@@ -75,7 +76,7 @@ class MobileNetV1(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x):  # noqa: ANN001, ANN201
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.pool(self.features(x)).flatten(1))
 
 

@@ -5,6 +5,7 @@ average pooling, a fully connected classifier. For 32x32 inputs."""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 __all__ = ["BasicBlock", "ResNetCifar", "resnet18_cifar"]
@@ -28,7 +29,7 @@ class BasicBlock(nn.Module):
                 nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
             )
 
-    def forward(self, x):  # noqa: ANN001, ANN201
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return self.relu(out + self.shortcut(x))
@@ -63,7 +64,7 @@ class ResNetCifar(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x):  # noqa: ANN001, ANN201
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         return self.fc(self.pool(out).flatten(1))
