@@ -11,6 +11,20 @@ import torch
 
 import sparseopt
 
+try:
+    from hypothesis import settings
+
+    # The suite's fuzzing (tests/test_fuzz.py) is reproducible by default: each test draws the
+    # same examples on every run, so a red CI means a change broke something. For a fresh search,
+    # HYPOTHESIS_PROFILE=explore draws new random examples on each run.
+    settings.register_profile("reproducible", derandomize=True)
+    settings.register_profile("explore", derandomize=False)
+    import os
+
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "reproducible"))
+except ImportError:  # hypothesis is only needed by the fuzz tests
+    pass
+
 HAS_CUDA = torch.cuda.is_available() and sparseopt.ops.has_native("cuda")
 CUDA_SKIP = "CUDA kernels need a GPU and a CUDA build of sparseopt (none here)"
 
