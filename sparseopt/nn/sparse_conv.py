@@ -120,6 +120,14 @@ def _autocast(t: torch.Tensor | None, dtype: torch.dtype | None) -> torch.Tensor
     return t.to(dtype)
 
 
+def _copy_requires_grad(src: nn.Module, dst: nn.Module) -> None:
+    """Give ``dst``'s weight and bias the ``requires_grad`` of ``src``'s (dense <-> sparse
+    conversions: a frozen layer stays frozen)."""
+    dst.weight.requires_grad_(src.weight.requires_grad)
+    if src.bias is not None:
+        dst.bias.requires_grad_(src.bias.requires_grad)
+
+
 def _suggest_channels_last(x: torch.Tensor) -> bool:
     """True where ``nn.Conv2d`` would return a channels_last output for the 4-D input ``x``."""
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
@@ -515,9 +523,7 @@ class SparsePointwiseConv2d(_SparseConv2d):
             if conv.bias is not None:
                 layer.bias.copy_(conv.bias)
             layer.update_mask()
-        layer.weight.requires_grad_(conv.weight.requires_grad)  # a frozen conv stays frozen
-        if conv.bias is not None:
-            layer.bias.requires_grad_(conv.bias.requires_grad)
+        _copy_requires_grad(conv, layer)  # a frozen conv stays frozen
         layer.train(conv.training)
         return layer
 
@@ -528,9 +534,7 @@ class SparsePointwiseConv2d(_SparseConv2d):
             conv.weight.copy_(self.weight * self.mask)
             if self.bias is not None:
                 conv.bias.copy_(self.bias)
-        conv.weight.requires_grad_(self.weight.requires_grad)
-        if self.bias is not None:
-            conv.bias.requires_grad_(self.bias.requires_grad)
+        _copy_requires_grad(self, conv)
         conv.train(self.training)
         return conv
 
@@ -602,9 +606,7 @@ class SparseDepthwiseConv2d(_SparseConv2d):
             if conv.bias is not None:
                 layer.bias.copy_(conv.bias)
             layer.update_mask()
-        layer.weight.requires_grad_(conv.weight.requires_grad)  # a frozen conv stays frozen
-        if conv.bias is not None:
-            layer.bias.requires_grad_(conv.bias.requires_grad)
+        _copy_requires_grad(conv, layer)  # a frozen conv stays frozen
         layer.train(conv.training)
         return layer
 
@@ -616,9 +618,7 @@ class SparseDepthwiseConv2d(_SparseConv2d):
             conv.weight.copy_(self.weight * self.mask)
             if self.bias is not None:
                 conv.bias.copy_(self.bias)
-        conv.weight.requires_grad_(self.weight.requires_grad)
-        if self.bias is not None:
-            conv.bias.requires_grad_(self.bias.requires_grad)
+        _copy_requires_grad(self, conv)
         conv.train(self.training)
         return conv
 

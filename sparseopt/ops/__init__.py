@@ -126,20 +126,22 @@ except (ImportError, OSError) as exc:  # not built, or built against another tor
     )
 
 
+def mismatched(param: torch.Tensor, like: torch.Tensor) -> bool:
+    """Whether ``like`` (a gradient or state tensor) differs from ``param`` in dtype, shape,
+    device, or is not dense: the test of :func:`first_mismatch`, one pair at a time."""
+    return (like.layout != torch.strided or like.dtype != param.dtype
+            or like.device != param.device or like.shape != param.shape)
+
 
 # Eager-only (an optimizer step runs it when not compiling); disabled for dynamo so that a step
 # running eagerly inside a compiled region (e.g. past the recompile limit) never traces into it.
 @torch.compiler.disable
 def first_mismatch(params: list[torch.Tensor], likes: list[torch.Tensor]) -> int:
-    """The index of the first ``likes[k]`` whose dtype, shape, device or layout differs from
-    ``params[k]``'s, or -1 (the optimizers' pre-flight check; native when built)."""
+    """The index of the first ``likes[k]`` that is :func:`mismatched` with ``params[k]``, or -1
+    (the optimizers' pre-flight check; one native pass when built)."""
     if _C is not None:
         return _C.first_mismatch(params, likes)
-    for k, (p, t) in enumerate(zip(params, likes)):
-        if (t.layout != torch.strided or t.dtype != p.dtype or t.device != p.device
-                or t.shape != p.shape):
-            return k
-    return -1
+    return next((k for k, (p, t) in enumerate(zip(params, likes)) if mismatched(p, t)), -1)
 
 
 _lib = torch.library.Library("sparseopt", "FRAGMENT")  # kept alive for the registrations below
@@ -281,6 +283,7 @@ __all__ = [
     "backend_info",
     "has_native",
     "first_mismatch",
+    "mismatched",
     "native_available",
     "resolve",
     "prox_sgd_step_",

@@ -301,8 +301,7 @@ class SparseOptimizer(Optimizer):
             gi += 1
             for _, params, grads, states in buckets.values():
                 for p, g, state in zip(params, grads, states):
-                    if (g.layout != torch.strided or g.dtype != p.dtype or g.shape != p.shape
-                            or g.device != p.device):  # fmt: skip
+                    if ops.mismatched(p, g):
                         raise self._grad_error(group, gi, _index(group["params"], p), p)
                     if state:
                         self._check_state(group, gi, _index(group["params"], p), p, state)
