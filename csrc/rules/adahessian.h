@@ -46,11 +46,26 @@ C10_HOST_DEVICE inline T pow_k_(T x, double k) {
 #endif
 }
 
-// One row of the Hutchinson pass (opmath T): the mean of |z*hz| over the row.
-template <typename T, typename S>
-C10_HOST_DEVICE inline T hutchinson_row_mean(const S* z, const S* hz, int64_t row_len) {
+// Storage -> math type by a plain conversion: what the CPU loop uses (c10::Half and
+// c10::BFloat16 convert implicitly, rounding to nearest even).
+template <typename T>
+struct CastTo {
+  template <typename S>
+  C10_HOST_DEVICE T operator()(S x) const {
+    return static_cast<T>(x);
+  }
+};
+
+// One row of the Hutchinson pass (opmath T): the mean of |z*hz| over the row. `to_math` reads a
+// storage element as T. The CUDA kernel passes its to_math (__half2float, __bfloat162float):
+// torch's CUDAExtension builds with -D__CUDA_NO_HALF_CONVERSIONS__ and
+// -D__CUDA_NO_BFLOAT16_CONVERSIONS__, so __half and __nv_bfloat16 have no implicit conversion
+// there and a plain cast does not compile.
+template <typename T, typename S, typename ToMath = CastTo<T>>
+C10_HOST_DEVICE inline T hutchinson_row_mean(const S* z, const S* hz, int64_t row_len,
+                                             ToMath to_math = ToMath()) {
   T sum = T(0);
-  for (int64_t k = 0; k < row_len; ++k) sum = sum + abs_(T(z[k]) * T(hz[k]));
+  for (int64_t k = 0; k < row_len; ++k) sum = sum + abs_(to_math(z[k]) * to_math(hz[k]));
   return sum / T(row_len);
 }
 
