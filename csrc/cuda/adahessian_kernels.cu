@@ -18,7 +18,7 @@ __global__ void hutchinson_rows_kernel(const S* z, const S* hz, S* diag, int64_t
   for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < rows;
        r += int64_t(gridDim.x) * blockDim.x) {
     const int64_t base = r * row_len;
-    const T mean = rules::hutchinson_row_mean<T>(z + base, hz + base, row_len);
+    const T mean = rules::hutchinson_row_mean<T>(z + base, hz + base, row_len, ToMath());
     const T w = T(weight);
     for (int64_t k = 0; k < row_len; ++k) {
       const T prev = accumulate ? to_math(diag[base + k]) : T(0);
@@ -33,7 +33,7 @@ void launch_rows(const void* z, const void* hz, void* diag, int64_t rows, int64_
   const int threads = 256;
   const int64_t want = (rows + threads - 1) / threads;
   const int blocks = static_cast<int>(want < 4096 ? want : 4096);
-  hutchinson_rows_kernel<S><<<blocks, threads, 0, stream>>>(
+  SPARSEOPT_LAUNCH(blocks, threads, 0, stream, hutchinson_rows_kernel<S>)(
       static_cast<const S*>(z), static_cast<const S*>(hz), static_cast<S*>(diag), rows, row_len,
       weight, accumulate);
   check_launch("hutchinson_rows_kernel");

@@ -18,6 +18,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "kernel_launch.cuh"
 #include "launch.h"
 
 namespace sparseopt {
@@ -60,6 +61,15 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_math<__nv_bfloat16>(fl
 }
 template <> __device__ __forceinline__ float from_math<float>(float x) { return x; }
 template <> __device__ __forceinline__ double from_math<double>(double x) { return x; }
+
+// to_math as a function object, for rule helpers that read storage themselves
+// (rules::hutchinson_row_mean).
+struct ToMath {
+  template <typename S>
+  __device__ __forceinline__ typename OpMath<S>::type operator()(S x) const {
+    return to_math(x);
+  }
+};
 
 template <typename S>
 struct alignas(sizeof(S) * kILP) Vec {
@@ -135,14 +145,6 @@ __global__ void __launch_bounds__(kBlockSize)
   }
 }
 
-inline void check_launch(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) {
-    throw std::runtime_error(std::string("sparseopt: CUDA launch of ") + what +
-                             " failed: " + cudaGetErrorString(err));
-  }
-}
-
 template <typename S, class Op>
 void launch_typed(const TensorListsArgs& a, const Op& op) {
   constexpr int D = Op::kDepth;
@@ -175,8 +177,8 @@ void launch_typed(const TensorListsArgs& a, const Op& op) {
       const bool tensor_done = chunk == chunks - 1;
       const bool table_full = loc_tensor == Meta::kMaxTensors && tensor_done;
       if (table_full || loc_block == kMaxBlocks || (i == last && tensor_done)) {
-        elementwise_kernel<S, Op><<<loc_block, kBlockSize, 0, stream>>>(meta, op, a.grad_scale,
-                                                                      a.found_inf);
+        SPARSEOPT_LAUNCH(loc_block, kBlockSize, 0, stream, elementwise_kernel<S, Op>)(
+            meta, op, a.grad_scale, a.found_inf);
         check_launch("elementwise_kernel");
         loc_block = 0;
         if (tensor_done) {

@@ -9,8 +9,8 @@
 
 #include <algorithm>
 #include <stdexcept>
-#include <string>
 
+#include "kernel_launch.cuh"
 #include "sparse_conv_launch.h"
 
 namespace sparseopt {
@@ -19,14 +19,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kStage = 256;  // nonzeros staged in shared memory at a time
-
-void check(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) {
-    throw std::runtime_error(std::string("sparseopt: CUDA launch of ") + what +
-                             " failed: " + cudaGetErrorString(err));
-  }
-}
 
 template <typename T>
 __global__ void csr_pointwise_kernel(const T* __restrict__ x, const int32_t* __restrict__ row_ptr,
@@ -97,9 +89,9 @@ void launch_csr_pointwise_conv2d(const T* x, const int32_t* row_ptr, const int32
   if (rows > 2147483647LL) throw std::runtime_error("sparseopt: N * O too large for one launch");
   const dim3 grid(static_cast<unsigned>(rows),
                   static_cast<unsigned>(std::min<int64_t>((HW + kThreads - 1) / kThreads, 65535)));
-  csr_pointwise_kernel<T><<<grid, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+  SPARSEOPT_LAUNCH(grid, kThreads, 0, static_cast<cudaStream_t>(stream), csr_pointwise_kernel<T>)(
       x, row_ptr, col_idx, values, bias, out, C, O, HW);
-  check("csr_pointwise_kernel");
+  check_launch("csr_pointwise_kernel");
 }
 
 template <typename T>
@@ -112,10 +104,10 @@ void launch_sparse_depthwise_conv2d(const T* x, const int32_t* tap_ptr, const in
   const int64_t total = N * C * OH * OW;
   if (total == 0) return;
   const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, 1 << 20);
-  sparse_depthwise_kernel<T><<<static_cast<unsigned>(blocks), kThreads, 0,
-                               static_cast<cudaStream_t>(stream)>>>(
-      x, tap_ptr, tap_idx, values, bias, out, total, C, H, W, OH, OW, kw, sh, sw, ph, pw);
-  check("sparse_depthwise_kernel");
+  SPARSEOPT_LAUNCH(static_cast<unsigned>(blocks), kThreads, 0, static_cast<cudaStream_t>(stream),
+                   sparse_depthwise_kernel<T>)(x, tap_ptr, tap_idx, values, bias, out, total, C, H,
+                                               W, OH, OW, kw, sh, sw, ph, pw);
+  check_launch("sparse_depthwise_kernel");
 }
 
 template void launch_csr_pointwise_conv2d<float>(const float*, const int32_t*, const int32_t*,

@@ -28,8 +28,8 @@ void increment_steps(float* const* steps, int64_t n, const float* found_inf, voi
     const int count = static_cast<int>(n - begin < kStepsPerLaunch ? n - begin : kStepsPerLaunch);
     StepTable table;
     for (int k = 0; k < count; ++k) table.steps[k] = steps[begin + k];
-    increment_steps_kernel<<<1, kStepsPerLaunch, 0, static_cast<cudaStream_t>(stream)>>>(
-        table, count, found_inf);
+    SPARSEOPT_LAUNCH(1, kStepsPerLaunch, 0, static_cast<cudaStream_t>(stream),
+                     increment_steps_kernel)(table, count, found_inf);
     check_launch("increment_steps_kernel");
   }
 }
