@@ -16,11 +16,10 @@
 #include <vector>
 
 #include "../cpu/elementwise_cpu.h"
+#include "cuda_device.h"
 #include "tensor_lists.h"
 
 #ifdef SPARSEOPT_WITH_CUDA
-#include <c10/cuda/CUDAStream.h>
-
 #include "../cuda/launch.h"
 #endif
 
@@ -43,7 +42,7 @@ void run_elementwise_cuda(const DenseViews<Op::kDepth>& work, at::TensorList ste
                           const std::optional<at::Tensor>& found_inf, const Op& op) {
   constexpr int D = Op::kDepth;
   const auto& params = work[0];
-  void* stream = c10::cuda::getCurrentCUDAStream(params[0].device().index()).stream();
+  void* stream = cuda_stream_of(params[0].device());
   const float* scale_ptr = grad_scale ? grad_scale->data_ptr<float>() : nullptr;
   const float* inf_ptr = found_inf ? found_inf->data_ptr<float>() : nullptr;
 
@@ -130,14 +129,14 @@ void run_elementwise(const char* op_name, const std::array<NamedList, Op::kDepth
 
   const at::Device device = lists[0][0].device();
   const c10::DeviceGuard guard(device);
-  if (device.is_cpu()) {
-    run_elementwise_cpu(work, steps, grad_scale, found_inf, op);
-  } else if (device.is_cuda()) {
+  if (runs_cuda_kernels(device)) {
 #ifdef SPARSEOPT_WITH_CUDA
     run_elementwise_cuda(work, steps, grad_scale, found_inf, op);
-#else
-    TORCH_CHECK(false, op_name, ": this build of sparseopt has no CUDA kernels");
 #endif
+  } else if (device.is_cpu()) {
+    run_elementwise_cpu(work, steps, grad_scale, found_inf, op);
+  } else if (device.is_cuda()) {
+    TORCH_CHECK(false, op_name, ": this build of sparseopt has no CUDA kernels");
   } else {
     TORCH_CHECK(false, op_name, ": no native kernel for device ", device);
   }

@@ -9,12 +9,11 @@
 #include <cmath>
 #include <type_traits>
 
+#include "../common/cuda_device.h"
 #include "../common/elementwise.h"
 #include "../rules/adahessian.h"
 
 #ifdef SPARSEOPT_WITH_CUDA
-#include <c10/cuda/CUDAStream.h>
-
 #include "../cuda/hutchinson_launch.h"
 #endif
 
@@ -44,15 +43,15 @@ void hutchinson_diag_(at::TensorList diags, at::TensorList zs, at::TensorList hz
     at::Tensor out = diag.is_contiguous() ? diag : diag.contiguous();
     const int64_t row_len = row_length(diag);
     const int64_t rows = diag.numel() / row_len;
-    if (diag.is_cuda()) {
+    if (runs_cuda_kernels(diag.device())) {
 #ifdef SPARSEOPT_WITH_CUDA
       const c10::DeviceGuard guard(diag.device());
       cuda::launch_hutchinson_rows(to_cuda_dtype(diag.scalar_type()), z.data_ptr(), hz.data_ptr(),
                                    out.data_ptr(), rows, row_len, weight, accumulate,
-                                   c10::cuda::getCurrentCUDAStream(diag.device().index()).stream());
-#else
-      TORCH_CHECK(false, name, ": this build of sparseopt has no CUDA kernels");
+                                   cuda_stream_of(diag.device()));
 #endif
+    } else if (diag.is_cuda()) {
+      TORCH_CHECK(false, name, ": this build of sparseopt has no CUDA kernels");
     } else {
       TORCH_CHECK(diag.is_cpu(), name, ": no native kernel for device ", diag.device());
       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, diag.scalar_type(), "hutchinson_diag_", [&] {

@@ -13,15 +13,16 @@
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <optional>
 #include <sstream>
 #include <string>
 
+#include "../common/cuda_device.h"
 #include "../cpu/sparse_conv_cpu.h"
 
 #ifdef SPARSEOPT_WITH_CUDA
-#include <c10/cuda/CUDAStream.h>
-
 #include "../cuda/sparse_conv_launch.h"
 #endif
 
@@ -65,8 +66,15 @@ void check_common(const char* op, const at::Tensor& x, const at::Tensor& values,
   }
 }
 
-// Host-side check of a compressed index structure (CPU tensors only: on CUDA it would cost a
-// synchronisation; the layers build these structures themselves).
+// Check of a compressed index structure on the host. Always for CPU tensors; for the CUDA
+// kernels only when SPARSEOPT_CHECK_INDICES=1 (it copies the indices to the host: a
+// synchronisation per call), so that a bad index gives this error instead of an illegal-address
+// fault that leaves the CUDA context unusable. The layers build these structures themselves.
+bool check_device_indices() {
+  const char* flag = std::getenv("SPARSEOPT_CHECK_INDICES");
+  return flag != nullptr && std::strcmp(flag, "") != 0 && std::strcmp(flag, "0") != 0;
+}
+
 void check_ptr_idx(const char* op, const char* ptr_name, const at::Tensor& ptr,
                    const char* idx_name, const at::Tensor& idx, int64_t idx_limit) {
   const int32_t* p = ptr.data_ptr<int32_t>();
@@ -117,38 +125,38 @@ at::Tensor csr_pointwise_conv2d(const at::Tensor& x_in, const at::Tensor& row_pt
   if (bias_in.has_value()) bias = bias_in->contiguous();
   at::Tensor out = at::empty({N, O, H, W}, x.options());
   const c10::DeviceGuard guard(x.device());
-  if (x.is_cpu()) {
-    check_ptr_idx(op, "row_ptr", rp, "col_idx", ci, C);
+  if (runs_cuda_kernels(x.device())) {
+#ifdef SPARSEOPT_WITH_CUDA
+    if (check_device_indices()) check_ptr_idx(op, "row_ptr", rp.cpu(), "col_idx", ci.cpu(), C);
+    void* stream = cuda_stream_of(x.device());
     if (x.scalar_type() == at::kFloat) {
-      cpu::csr_pointwise_conv2d<float>(x.data_ptr<float>(), rp.data_ptr<int32_t>(),
-                                       ci.data_ptr<int32_t>(), v.data_ptr<float>(),
-                                       static_cast<const float*>(bias_ptr(bias)),
-                                       out.data_ptr<float>(), N, C, O, H * W);
+      cuda::launch_csr_pointwise_conv2d<float>(
+          x.data_ptr<float>(), rp.data_ptr<int32_t>(), ci.data_ptr<int32_t>(),
+          v.data_ptr<float>(), static_cast<const float*>(bias_ptr(bias)), out.data_ptr<float>(),
+          N, C, O, H * W, stream);
     } else {
-      cpu::csr_pointwise_conv2d<double>(x.data_ptr<double>(), rp.data_ptr<int32_t>(),
-                                        ci.data_ptr<int32_t>(), v.data_ptr<double>(),
-                                        static_cast<const double*>(bias_ptr(bias)),
-                                        out.data_ptr<double>(), N, C, O, H * W);
+      cuda::launch_csr_pointwise_conv2d<double>(
+          x.data_ptr<double>(), rp.data_ptr<int32_t>(), ci.data_ptr<int32_t>(),
+          v.data_ptr<double>(), static_cast<const double*>(bias_ptr(bias)),
+          out.data_ptr<double>(), N, C, O, H * W, stream);
     }
     return out;
+#endif
   }
-#ifdef SPARSEOPT_WITH_CUDA
-  TORCH_CHECK(x.is_cuda(), op, ": no native kernel for device ", x.device());
-  void* stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
+  TORCH_CHECK(x.is_cpu(), op, ": this build of sparseopt has no kernel for device ", x.device());
+  check_ptr_idx(op, "row_ptr", rp, "col_idx", ci, C);
   if (x.scalar_type() == at::kFloat) {
-    cuda::launch_csr_pointwise_conv2d<float>(
-        x.data_ptr<float>(), rp.data_ptr<int32_t>(), ci.data_ptr<int32_t>(), v.data_ptr<float>(),
-        static_cast<const float*>(bias_ptr(bias)), out.data_ptr<float>(), N, C, O, H * W, stream);
+    cpu::csr_pointwise_conv2d<float>(x.data_ptr<float>(), rp.data_ptr<int32_t>(),
+                                     ci.data_ptr<int32_t>(), v.data_ptr<float>(),
+                                     static_cast<const float*>(bias_ptr(bias)),
+                                     out.data_ptr<float>(), N, C, O, H * W);
   } else {
-    cuda::launch_csr_pointwise_conv2d<double>(
-        x.data_ptr<double>(), rp.data_ptr<int32_t>(), ci.data_ptr<int32_t>(),
-        v.data_ptr<double>(), static_cast<const double*>(bias_ptr(bias)), out.data_ptr<double>(),
-        N, C, O, H * W, stream);
+    cpu::csr_pointwise_conv2d<double>(x.data_ptr<double>(), rp.data_ptr<int32_t>(),
+                                      ci.data_ptr<int32_t>(), v.data_ptr<double>(),
+                                      static_cast<const double*>(bias_ptr(bias)),
+                                      out.data_ptr<double>(), N, C, O, H * W);
   }
   return out;
-#else
-  TORCH_CHECK(false, op, ": this build of sparseopt has no kernel for device ", x.device());
-#endif
 }
 
 at::Tensor sparse_depthwise_conv2d(const at::Tensor& x_in, const at::Tensor& tap_ptr,
@@ -186,41 +194,40 @@ at::Tensor sparse_depthwise_conv2d(const at::Tensor& x_in, const at::Tensor& tap
   if (bias_in.has_value()) bias = bias_in->contiguous();
   at::Tensor out = at::empty({N, C, OH, OW}, x.options());
   const c10::DeviceGuard guard(x.device());
-  if (x.is_cpu()) {
-    check_ptr_idx(op, "tap_ptr", tp, "tap_idx", ti, kh * kw);
+  if (runs_cuda_kernels(x.device())) {
+#ifdef SPARSEOPT_WITH_CUDA
+    if (check_device_indices()) check_ptr_idx(op, "tap_ptr", tp.cpu(), "tap_idx", ti.cpu(), kh * kw);
+    void* stream = cuda_stream_of(x.device());
     if (x.scalar_type() == at::kFloat) {
-      cpu::sparse_depthwise_conv2d<float>(x.data_ptr<float>(), tp.data_ptr<int32_t>(),
-                                          ti.data_ptr<int32_t>(), v.data_ptr<float>(),
-                                          static_cast<const float*>(bias_ptr(bias)),
-                                          out.data_ptr<float>(), N, C, H, W, OH, OW, kh, kw, sh,
-                                          sw, ph, pw);
+      cuda::launch_sparse_depthwise_conv2d<float>(
+          x.data_ptr<float>(), tp.data_ptr<int32_t>(), ti.data_ptr<int32_t>(),
+          v.data_ptr<float>(), static_cast<const float*>(bias_ptr(bias)), out.data_ptr<float>(),
+          N, C, H, W, OH, OW, kh, kw, sh, sw, ph, pw, stream);
     } else {
-      cpu::sparse_depthwise_conv2d<double>(x.data_ptr<double>(), tp.data_ptr<int32_t>(),
-                                           ti.data_ptr<int32_t>(), v.data_ptr<double>(),
-                                           static_cast<const double*>(bias_ptr(bias)),
-                                           out.data_ptr<double>(), N, C, H, W, OH, OW, kh, kw, sh,
-                                           sw, ph, pw);
+      cuda::launch_sparse_depthwise_conv2d<double>(
+          x.data_ptr<double>(), tp.data_ptr<int32_t>(), ti.data_ptr<int32_t>(),
+          v.data_ptr<double>(), static_cast<const double*>(bias_ptr(bias)),
+          out.data_ptr<double>(), N, C, H, W, OH, OW, kh, kw, sh, sw, ph, pw, stream);
     }
     return out;
+#endif
   }
-#ifdef SPARSEOPT_WITH_CUDA
-  TORCH_CHECK(x.is_cuda(), op, ": no native kernel for device ", x.device());
-  void* stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
+  TORCH_CHECK(x.is_cpu(), op, ": this build of sparseopt has no kernel for device ", x.device());
+  check_ptr_idx(op, "tap_ptr", tp, "tap_idx", ti, kh * kw);
   if (x.scalar_type() == at::kFloat) {
-    cuda::launch_sparse_depthwise_conv2d<float>(
-        x.data_ptr<float>(), tp.data_ptr<int32_t>(), ti.data_ptr<int32_t>(), v.data_ptr<float>(),
-        static_cast<const float*>(bias_ptr(bias)), out.data_ptr<float>(), N, C, H, W, OH, OW, kh,
-        kw, sh, sw, ph, pw, stream);
+    cpu::sparse_depthwise_conv2d<float>(x.data_ptr<float>(), tp.data_ptr<int32_t>(),
+                                        ti.data_ptr<int32_t>(), v.data_ptr<float>(),
+                                        static_cast<const float*>(bias_ptr(bias)),
+                                        out.data_ptr<float>(), N, C, H, W, OH, OW, kh, kw, sh,
+                                        sw, ph, pw);
   } else {
-    cuda::launch_sparse_depthwise_conv2d<double>(
-        x.data_ptr<double>(), tp.data_ptr<int32_t>(), ti.data_ptr<int32_t>(),
-        v.data_ptr<double>(), static_cast<const double*>(bias_ptr(bias)), out.data_ptr<double>(),
-        N, C, H, W, OH, OW, kh, kw, sh, sw, ph, pw, stream);
+    cpu::sparse_depthwise_conv2d<double>(x.data_ptr<double>(), tp.data_ptr<int32_t>(),
+                                         ti.data_ptr<int32_t>(), v.data_ptr<double>(),
+                                         static_cast<const double*>(bias_ptr(bias)),
+                                         out.data_ptr<double>(), N, C, H, W, OH, OW, kh, kw, sh,
+                                         sw, ph, pw);
   }
   return out;
-#else
-  TORCH_CHECK(false, op, ": this build of sparseopt has no kernel for device ", x.device());
-#endif
 }
 
 }  // namespace
