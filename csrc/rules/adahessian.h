@@ -91,11 +91,7 @@ struct AdaHessianOp {
 
   template <typename T>
   C10_HOST_DEVICE Coeffs<T> coeffs(double step) const {
-#ifdef __CUDA_ARCH__
-    const double bc1 = 1 - ::pow(beta1, step), bc2 = 1 - ::pow(beta2, step);
-#else
-    const double bc1 = 1 - std::pow(beta1, step), bc2 = 1 - std::pow(beta2, step);
-#endif
+    const double bc1 = 1 - pow_step_(beta1, step), bc2 = 1 - pow_step_(beta2, step);
     return {T(beta1), T(1 - beta1), T(beta2), T(1 - beta2), T(bc1), T(sqrt_(bc2)), T(lr),
             T(lr * weight_decay), T(eps), hessian_power};
   }

@@ -14,6 +14,18 @@
 // torch's CPU kernels for lerp, addcmul and add(alpha) fuse a multiply-add (one rounding);
 // this header calls fma explicitly at exactly those places (the rest of the build has
 // contraction off), and the reference uses those same torch ops.
+//
+// On a GPU (__CUDA_ARCH__) the reference's torch ops run torch's CUDA kernels, which round
+// differently in two places; the kernel follows them there:
+//   addcmul  v.addcmul_(g, g, value=a): torch's CUDA pointwise_op_impl rounds g*g first, then
+//            one fma: fma(a, g*g, v*b2) (a == 1: fma(g, g, v*b2)); the CPU rounds a*g first.
+//   addcdiv  w.addcdiv_(m, d, value=s): CUDA rounds m/d first, then fma(s, m/d, w); the CPU
+//            computes w + (s*m)/d.
+// lerp and add(alpha) are the same expressions there (torch's CUDA lerp and add are written
+// a + w*b, which nvcc contracts to the fma the CPU kernels call; 1 - w and w - 1 round to
+// exact negatives of each other). The bias corrections use pow_step_ (common.h), not the
+// device's pow. None of this has run on a GPU yet: the CUDA emulation compiles the host
+// branches (README "CUDA numerics").
 #pragma once
 
 #include "common.h"
@@ -42,14 +54,6 @@ C10_HOST_DEVICE inline float sqrt_(float x) {
   return std::sqrt(x);
 #endif
 }
-C10_HOST_DEVICE inline double pow_(double x, double y) {
-#ifdef __CUDA_ARCH__
-  return ::pow(x, y);
-#else
-  return std::pow(x, y);
-#endif
-}
-
 // torch's lerp(self, end, weight): the form depends on |weight| < 0.5.
 template <typename T>
 C10_HOST_DEVICE inline T lerp_(T self, T end, T weight) {
@@ -84,13 +88,13 @@ struct AdamOp {
 
   template <typename T>
   C10_HOST_DEVICE Coeffs<T> coeffs(double step) const {
-    const double bc1 = 1 - pow_(beta1, step);
-    const double bc2 = 1 - pow_(beta2, step);
+    const double bc1 = 1 - pow_step_(beta1, step);
+    const double bc2 = 1 - pow_step_(beta2, step);
     const T w = T(1 - beta1);
     // torch's lerp: self + w (end - self) for |w| < 0.5, else end + (w - 1) (end - self).
     return {T(maximize ? -1 : 1),     kLerpFromSelf ? w : T(w - T(1)),
             T(beta2),                 T(1 - beta2),
-            T(pow_(bc2, 0.5)),        T(-(lr / bc1)),
+            T(sqrt_(bc2)),            T(-(lr / bc1)),
             T(eps),                   T(weight_decay),
             T(1 - lr * weight_decay), T(l1 > 0 ? lr * l1 : 0.0)};
   }
@@ -103,7 +107,12 @@ struct AdamOp {
     if (kWd == WeightDecay::kDecoupled) w = w * c.decay;
     const T m_old = v[M];
     const T m = fma_(c.lerp_weight, g - m_old, kLerpFromSelf ? m_old : g);  // m.lerp_(g, 1-b1)
+#ifdef __CUDA_ARCH__
+    const T sq = c.one_minus_b2 == T(1) ? fma_(g, g, v[V] * c.b2)
+                                        : fma_(c.one_minus_b2, g * g, v[V] * c.b2);
+#else
     const T sq = fma_(c.one_minus_b2 * g, g, v[V] * c.b2);
+#endif
     T denom_src = sq;
     if constexpr (kAmsgrad) {
       // torch.maximum, which propagates a NaN: |sq| + |old| is NaN iff one of them is, and one
@@ -118,7 +127,11 @@ struct AdamOp {
       denom_src = next;
     }
     const T denom = sqrt_(denom_src) / c.bc2_sqrt + c.eps;
+#ifdef __CUDA_ARCH__
+    w = fma_(c.neg_step_size, m / denom, w);
+#else
     w = w + (c.neg_step_size * m) / denom;
+#endif
     // soft(w, 0) == w exactly (signed zeros and NaN included), so without l1 the prox is the
     // identity and needs no branch.
     v[W] = soft_threshold(w, c.threshold);

@@ -1,12 +1,13 @@
 // Test-only ops of the emulation build (registered as torch.ops.sparseopt_emu.*, see
-// emulated.py): the stand-in 16-bit conversions and the multi-tensor kernel's launch constants,
-// so that the tests can size their inputs around chunk and table edges.
+// emulated.py): the stand-in 16-bit conversions, the multi-tensor kernel's launch constants (so
+// that the tests can size their inputs around chunk and table edges) and the rules' pow_step_.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include <vector>
 
 #include "cuda/multi_tensor_apply.cuh"
+#include "rules/common.h"
 
 namespace sparseopt {
 namespace {
@@ -56,12 +57,24 @@ std::vector<int64_t> launch_constants() {
           max_tensors_for_depth(5)};
 }
 
+// [beta^t, sqrt(1 - beta^t)] for t = 1 .. t_max as the rules compute them (rules::pow_step_).
+at::Tensor bias_corrections(double beta, int64_t t_max) {
+  at::Tensor out = at::empty({2, t_max}, at::TensorOptions().dtype(at::kDouble));
+  double* p = out.data_ptr<double>();
+  for (int64_t t = 1; t <= t_max; ++t) {
+    p[t - 1] = rules::pow_step_(beta, static_cast<double>(t));
+    p[t_max + t - 1] = rules::sqrt_(1 - p[t - 1]);
+  }
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(sparseopt, m) {
   m.def("bits_to_float(Tensor bits, bool bfloat16) -> Tensor", &bits_to_float);
   m.def("float_to_bits(Tensor x, bool bfloat16) -> Tensor", &float_to_bits);
   m.def("launch_constants() -> int[]", &launch_constants);
+  m.def("bias_corrections(float beta, int t_max) -> Tensor", &bias_corrections);
 }
 
 }  // namespace sparseopt

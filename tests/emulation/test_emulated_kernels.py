@@ -409,3 +409,17 @@ def test_stand_in_conversions_match_cuda(emu, cuda_conversions, bfloat16: bool) 
     dtype = torch.bfloat16 if bfloat16 else torch.float16
     torch_down = x.to(dtype).view(torch.int16).to(torch.int32) & 0xFFFF
     assert torch.equal(got_down[~x.isnan()], torch_down[~x.isnan()])
+
+
+@pytest.mark.parametrize("beta", [0.9, 0.99, 0.999, 0.9999, 0.95, 0.5, 0.3, 0.0])
+def test_bias_corrections_equal_libm(emu, beta: float) -> None:
+    """The rules' beta^t (double-double squaring, the same bits on CPU and GPU) and
+    sqrt(1 - beta^t) equal the reference's `beta ** t` and `(1 - beta ** t) ** 0.5` (libm) for
+    every step count t up to 2^17."""
+    t_max = 2**17
+    got = emu.bias_corrections(beta, t_max)
+    want = torch.tensor([beta ** float(t) for t in range(1, t_max + 1)], dtype=torch.float64)
+    bad = (got[0] != want).nonzero()
+    assert bad.numel() == 0, f"beta^t differs at t = {bad[0].item() + 1}: {got[0, bad[0]]} vs {want[bad[0]]}"
+    want_sqrt = torch.tensor([(1 - x) ** 0.5 for x in want.tolist()], dtype=torch.float64)
+    assert torch.equal(got[1], want_sqrt)
