@@ -5,6 +5,8 @@
 #   make demo    # train on the digits data with each optimizer, print the comparison table
 #   make test    # run the test suite
 #   make bench   # optimizer-step benchmark (table + JSON/CSV in bench_out/)
+#   make test-emu     # every CUDA kernel executed on the CPU (host emulation), ASan+UBSan and TSan
+#   make cuda-check   # the README's CUDA build (CUDA torch in .venv-cuda, torch's nvcc flags)
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
@@ -13,7 +15,7 @@ PY     := $(VENV)/bin/python
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
 SOURCES := $(shell find csrc -type f) setup.py pyproject.toml
 
-.PHONY: all setup build demo demo-quick test test-fast bench cmake-check cuda-check clean
+.PHONY: all setup build demo demo-quick test test-fast test-emu bench cmake-check cuda-check clean
 
 all: test
 
@@ -39,10 +41,29 @@ demo-quick: build
 	$(PY) -m sparseopt.demo --quick $(ARGS)
 
 test: build
-	$(PY) -m pytest -q tests $(ARGS)
+	$(PY) -m pytest -q tests --ignore=tests/emulation $(ARGS)
+	$(MAKE) test-emu
 
 test-fast: build
-	$(PY) -m pytest -q tests -m "not slow" $(ARGS)
+	$(PY) -m pytest -q tests --ignore=tests/emulation -m "not slow" $(ARGS)
+
+# The CUDA kernels (csrc/cuda/*.cu, unchanged) compiled as C++ and executed on the CPU
+# (tests/emulation/): under AddressSanitizer + UndefinedBehaviorSanitizer through the ops, and
+# the shared-memory kernel under ThreadSanitizer (tests/emulation/race_check.cpp).
+LIBASAN = $(shell g++ -print-file-name=libasan.so)
+EMU_FLAGS = -std=c++17 -O1 -g -ffp-contract=off -Wno-unknown-pragmas -DSPARSEOPT_CUDA_EMULATION \
+            -Icsrc/emulation/include -Icsrc
+build/tsan/race_check: tests/emulation/race_check.cpp $(wildcard csrc/cuda/* csrc/emulation/* csrc/emulation/include/*)
+	mkdir -p build/tsan
+	g++ $(EMU_FLAGS) -fsanitize=thread tests/emulation/race_check.cpp -x c++ csrc/cuda/sparse_conv.cu \
+	    -o $@ -lpthread
+
+test-emu: build build/tsan/race_check
+	TSAN_OPTIONS=halt_on_error=1 setarch $$(uname -m) -R build/tsan/race_check
+	SPARSEOPT_REQUIRE_EMULATION=1 LD_PRELOAD=$(LIBASAN) \
+	ASAN_OPTIONS=detect_leaks=0:alloc_dealloc_mismatch=0:new_delete_type_mismatch=0 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    $(PY) -m pytest -q -p no:cacheprovider tests/emulation $(EMU_ARGS)
 
 bench: build
 	$(PY) -m sparseopt.bench $(ARGS)
@@ -54,15 +75,11 @@ cmake-check: $(VENV)/.deps
 	cmake --build cmake-build -j $(JOBS)
 	ctest --test-dir cmake-build --output-on-failure
 
-# Every CUDA kernel compiles for sm_80 and sm_90 (the .cu files include no torch headers).
-NVCC ?= $(shell command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+# The README's CUDA build as a user runs it: a virtualenv with torch's CUDA build (.venv-cuda),
+# SPARSEOPT_USE_CUDA=1 pip install --no-build-isolation -e . (torch's CUDAExtension, so nvcc gets
+# torch's own flags) for sm_80 and sm_90, import, and the CPU kernel tests against that build.
 cuda-check:
-	@set -e; for f in $$(find csrc -name '*.cu' | sort); do \
-	    echo "nvcc -c $$f"; \
-	    $(NVCC) -std=c++17 -O3 --fmad=false --expt-relaxed-constexpr -Icsrc \
-	        -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
-	        -c $$f -o /tmp/sparseopt_$$(basename $$f).o; \
-	done
+	tools/cuda_build_check.sh
 
 clean:
 	rm -rf build cmake-build sparseopt/*.so *.egg-info bench_out demo_out
