@@ -696,12 +696,33 @@ def _sparse_layers(model: nn.Module) -> list[_SparseConv2d]:
     return [m for m in model.modules() if isinstance(m, _SparseConv2d)]
 
 
-def compress(model: nn.Module, dense_threshold: float | None = None) -> nn.Module:
-    """Call :meth:`compress` on every sparse layer of ``model`` (typically after
-    ``model.eval()``) and return ``model``."""
+def compress(model: nn.Module, dense_threshold: float | None = None,
+             fuse: bool | None = None) -> nn.Module:
+    """Compress every sparse layer of ``model`` (:meth:`_SparseConv2d.compress`, in place) and
+    return the model to run for inference.
+
+    With ``fuse`` (default: when ``model`` is in eval mode and all its parameters and buffers are
+    on the CPU) the return value is a fused inference copy built by
+    :func:`sparseopt.nn.inference.fuse_for_inference`: BatchNorm folded into the convolution
+    before it, ReLU/ReLU6 clamped in the kernels' epilogues, one channel-major activation layout
+    through the sparse layers (no layout copies), the same outputs as ``model`` in eval mode.
+    It is a snapshot: call ``compress`` again after changing the weights. ``model`` itself is
+    compressed in place either way, so code that keeps using ``model`` runs as before; with
+    ``fuse=False`` (or in training mode, or off the CPU) ``model`` is returned.
+    """
     for m in _sparse_layers(model):
         m.compress(dense_threshold)
-    return model
+    on_cpu = all(t.device.type == "cpu" for t in list(model.parameters()) + list(model.buffers()))
+    if fuse is None:
+        fuse = not model.training and on_cpu
+    if not fuse:
+        return model
+    if not on_cpu:
+        raise ValueError("compress(fuse=True): the fused inference modules run on the CPU; the "
+                         "model has parameters or buffers on another device (use fuse=False)")
+    from .inference import fuse_for_inference
+
+    return fuse_for_inference(model)
 
 
 def decompress(model: nn.Module) -> nn.Module:
