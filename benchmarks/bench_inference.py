@@ -201,10 +201,12 @@ class DeepSparseWorker:
         self.version = hello["version"]
 
     def _read(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("the DeepSparse worker exited")
-        return json.loads(line)
+        while True:  # anything else a library prints on stdout is skipped
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("the DeepSparse worker exited")
+            if line.startswith("{"):
+                return json.loads(line)
 
     def ask(self, **req: object) -> dict:
         self.proc.stdin.write(json.dumps(req) + "\n")

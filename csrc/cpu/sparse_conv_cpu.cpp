@@ -11,9 +11,9 @@
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
-#define SPARSEOPT_HAVE_AVX512_PATH 1
+#define SPARSEOPT_X86_SIMD 1
 #else
-#define SPARSEOPT_HAVE_AVX512_PATH 0
+#define SPARSEOPT_X86_SIMD 0
 #endif
 
 namespace sparseopt {
@@ -76,7 +76,7 @@ void pointwise_item_portable(const T* xn, int64_t sc, const int32_t* row_ptr,
   }
 }
 
-#if SPARSEOPT_HAVE_AVX512_PATH
+#if SPARSEOPT_X86_SIMD
 // acc[j] += w * x[16 j .. 16 j + 15] for the NV vectors of a tile; the last one is masked (the
 // tile's tail), so no load reads past the end of a row.
 template <int NV>
@@ -148,7 +148,45 @@ __attribute__((target("avx512f"))) void pointwise_item_avx512(
 }
 #endif
 
-#if SPARSEOPT_HAVE_AVX512_PATH
+#if SPARSEOPT_X86_SIMD
+// The AVX2 + FMA path (CPUs without AVX-512, e.g. AMD Zen 2/3): 16 ymm registers, so one output
+// channel at a time with NV <= 8 vectors of 8 floats (a 64-wide tile) as its accumulators, NV
+// independent FMA chains per nonzero. Lanes past the tile's end are masked on load and store.
+inline __attribute__((target("avx2"))) __m256i avx2_lanes(int n) {
+  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx);
+}
+
+template <int NV>
+__attribute__((target("avx2,fma"))) void pointwise_item_avx2(
+    const float* xn, int64_t sc, const int32_t* row_ptr, const int32_t* col_idx,
+    const float* values, const float* bias, float* on, int64_t oc, int64_t t0, int64_t len,
+    int64_t o0, int64_t o1, const Activation& act) {
+  const float* xt = xn + t0;
+  float* ot = on + t0;
+  const __m256i last = avx2_lanes(static_cast<int>(len - 8 * (NV - 1)));
+  const __m256 lo = _mm256_set1_ps(static_cast<float>(act.lo));
+  const __m256 hi = _mm256_set1_ps(static_cast<float>(act.hi));
+  for (int64_t o = o0; o < o1; ++o) {
+    __m256 a[NV];
+    const __m256 b = _mm256_set1_ps(bias != nullptr ? bias[o] : 0.f);
+    for (int j = 0; j < NV; ++j) a[j] = b;
+    for (int32_t k = row_ptr[o]; k < row_ptr[o + 1]; ++k) {
+      const float* xr = xt + static_cast<int64_t>(col_idx[k]) * sc;
+      const __m256 w = _mm256_broadcast_ss(values + k);
+      for (int j = 0; j < NV - 1; ++j) a[j] = _mm256_fmadd_ps(w, _mm256_loadu_ps(xr + 8 * j), a[j]);
+      a[NV - 1] = _mm256_fmadd_ps(w, _mm256_maskload_ps(xr + 8 * (NV - 1), last), a[NV - 1]);
+    }
+    // max(lo, v) returns v when v is NaN (the second operand wins), as torch.clamp keeps NaN.
+    if (act.on) {
+      for (int j = 0; j < NV; ++j) a[j] = _mm256_min_ps(hi, _mm256_max_ps(lo, a[j]));
+    }
+    float* orow = ot + o * oc;
+    for (int j = 0; j < NV - 1; ++j) _mm256_storeu_ps(orow + 8 * j, a[j]);
+    _mm256_maskstore_ps(orow + 8 * (NV - 1), last, a[NV - 1]);
+  }
+}
+
 // One nonzero tap of a depthwise filter for the AVX-512 row kernel, for one segment of at most
 // 64 output columns: its row, its input column offset, its weight, and per output vector j the
 // valid input lanes of the (one or two) 16-float loads it makes. Lanes outside the input row are
@@ -245,14 +283,130 @@ __attribute__((target("avx512f"))) void depthwise_plane_avx512(
     }
   }
 }
+
+// AVX2 depthwise: as depthwise_segment_avx512, with 8-float vectors (a 64-column segment is
+// NV <= 8 of them) and lane masks as int32 vectors (maskload never touches a masked-out lane).
+// The masks are kept as plain int32 arrays (loaded unaligned): a std::vector does not promise
+// the 32-byte alignment an __m256i member would need.
+struct VecTap2 {
+  int64_t ky, off;
+  float w;
+  int32_t first[8][8], second[8][8];
+};
+
+inline __attribute__((target("avx2"))) __m256i lanes_of(const int32_t* m) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(m));
+}
+
+inline __attribute__((target("avx2"))) __m256i avx2_in_row(int64_t start, int64_t W) {
+  // Lanes i with 0 <= start + i < W: one contiguous run [a, b) of 0..7.
+  const int a = static_cast<int>(std::clamp<int64_t>(-start, 0, 8));
+  const int b = static_cast<int>(std::clamp<int64_t>(W - start, 0, 8));
+  return _mm256_andnot_si256(avx2_lanes(a), avx2_lanes(b));
+}
+
+template <int NV, int SW>
+__attribute__((target("avx2,fma"))) void depthwise_segment_avx2(
+    const float* xp, float* op, const VecTap2* taps, int64_t ntaps, float bias, int64_t H,
+    int64_t W, int64_t OH, int64_t OW, int64_t sh, int64_t ph, int64_t ox0,
+    const Activation& act) {
+  __m256i out_mask[NV];
+  for (int j = 0; j < NV; ++j)
+    out_mask[j] = avx2_lanes(static_cast<int>(std::clamp<int64_t>(OW - ox0 - 8 * j, 0, 8)));
+  const __m256 b = _mm256_set1_ps(bias);
+  const __m256 lo = _mm256_set1_ps(static_cast<float>(act.lo));
+  const __m256 hi = _mm256_set1_ps(static_cast<float>(act.hi));
+  for (int64_t oy = 0; oy < OH; ++oy) {
+    __m256 acc[NV];
+    for (int j = 0; j < NV; ++j) acc[j] = b;
+    for (int64_t t = 0; t < ntaps; ++t) {
+      const VecTap2& tp = taps[t];
+      const int64_t iy = oy * sh - ph + tp.ky;
+      if (iy < 0 || iy >= H) continue;
+      const float* xr = xp + iy * W + ox0 * SW + tp.off;
+      const __m256 w = _mm256_set1_ps(tp.w);
+      for (int j = 0; j < NV; ++j) {
+        __m256 v;
+        if constexpr (SW == 1) {
+          v = _mm256_maskload_ps(xr + 8 * j, lanes_of(tp.first[j]));
+        } else {
+          // Even lanes of 16 consecutive inputs: [a0 a2 c0 c2 | a4 a6 c4 c6], then the 64-bit
+          // pairs reordered to [a0 a2 a4 a6 c0 c2 c4 c6].
+          const __m256 a = _mm256_maskload_ps(xr + 16 * j, lanes_of(tp.first[j]));
+          const __m256 c = _mm256_maskload_ps(xr + 16 * j + 8, lanes_of(tp.second[j]));
+          const __m256 e = _mm256_shuffle_ps(a, c, _MM_SHUFFLE(2, 0, 2, 0));
+          v = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0)));
+        }
+        acc[j] = _mm256_fmadd_ps(w, v, acc[j]);
+      }
+    }
+    float* orow = op + oy * OW + ox0;
+    for (int j = 0; j < NV; ++j) {
+      if (act.on) acc[j] = _mm256_min_ps(hi, _mm256_max_ps(lo, acc[j]));
+      _mm256_maskstore_ps(orow + 8 * j, out_mask[j], acc[j]);
+    }
+  }
+}
+
+template <int SW>
+__attribute__((target("avx2,fma"))) void depthwise_plane_avx2(
+    const float* xp, float* op, const int32_t* tap_idx, const float* values, int32_t k0,
+    int32_t k1, float bias, int64_t H, int64_t W, int64_t OH, int64_t OW, int64_t kw,
+    int64_t sh, int64_t ph, int64_t pw, const Activation& act, std::vector<VecTap2>& scratch) {
+  scratch.resize(static_cast<size_t>(std::max(k1 - k0, 0)));
+  VecTap2* taps = scratch.data();
+  for (int64_t ox0 = 0; ox0 < OW; ox0 += 64) {
+    const int nv = static_cast<int>((std::min<int64_t>(64, OW - ox0) + 7) / 8);
+    int64_t nt = 0;
+    for (int32_t k = k0; k < k1; ++k) {
+      VecTap2& tp = taps[nt];
+      tp.ky = tap_idx[k] / kw;
+      tp.off = tap_idx[k] % kw - pw;
+      tp.w = values[k];
+      bool any = false;
+      for (int j = 0; j < nv; ++j) {
+        const int64_t start = (ox0 + 8 * j) * SW + tp.off;
+        const __m256i f = avx2_in_row(start, W);
+        const __m256i g = SW == 2 ? avx2_in_row(start + 8, W) : _mm256_setzero_si256();
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(tp.first[j]), f);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(tp.second[j]), g);
+        any = any || !_mm256_testz_si256(f, f) || !_mm256_testz_si256(g, g);
+      }
+      if (any) ++nt;
+    }
+    switch (nv) {
+      case 1: depthwise_segment_avx2<1, SW>(xp, op, taps, nt, bias, H, W, OH, OW, sh, ph, ox0, act); break;
+      case 2: depthwise_segment_avx2<2, SW>(xp, op, taps, nt, bias, H, W, OH, OW, sh, ph, ox0, act); break;
+      case 3: depthwise_segment_avx2<3, SW>(xp, op, taps, nt, bias, H, W, OH, OW, sh, ph, ox0, act); break;
+      case 4: depthwise_segment_avx2<4, SW>(xp, op, taps, nt, bias, H, W, OH, OW, sh, ph, ox0, act); break;
+      case 5: depthwise_segment_avx2<5, SW>(xp, op, taps, nt, bias, H, W, OH, OW, sh, ph, ox0, act); break;
+      case 6: depthwise_segment_avx2<6, SW>(xp, op, taps, nt, bias, H, W, OH, OW, sh, ph, ox0, act); break;
+      case 7: depthwise_segment_avx2<7, SW>(xp, op, taps, nt, bias, H, W, OH, OW, sh, ph, ox0, act); break;
+      default: depthwise_segment_avx2<8, SW>(xp, op, taps, nt, bias, H, W, OH, OW, sh, ph, ox0, act); break;
+    }
+  }
+}
 #endif
 
-bool avx512_enabled() {
-#if SPARSEOPT_HAVE_AVX512_PATH
-  static const bool supported = __builtin_cpu_supports("avx512f");
+
+bool forced_portable() {
   const char* env = std::getenv("SPARSEOPT_CPU_PORTABLE");
-  const bool forced_portable = env != nullptr && env[0] != '\0' && env[0] != '0';
-  return supported && !forced_portable;
+  return env != nullptr && env[0] != '\0' && env[0] != '0';
+}
+
+bool avx512_enabled() {
+#if SPARSEOPT_X86_SIMD
+  static const bool supported = __builtin_cpu_supports("avx512f");
+  return supported && !forced_portable();
+#else
+  return false;
+#endif
+}
+
+bool avx2_enabled() {
+#if SPARSEOPT_X86_SIMD
+  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return supported && !forced_portable();
 #else
   return false;
 #endif
@@ -261,6 +415,8 @@ bool avx512_enabled() {
 }  // namespace
 
 bool pointwise_uses_avx512() { return avx512_enabled(); }
+
+const char* kernel_isa() { return avx512_enabled() ? "avx512" : avx2_enabled() ? "avx2" : "portable"; }
 
 template <typename T>
 void csr_pointwise_conv2d(const T* x, Planes xp, const int32_t* row_ptr, const int32_t* col_idx,
@@ -273,9 +429,12 @@ void csr_pointwise_conv2d(const T* x, Planes xp, const int32_t* row_ptr, const i
     N = 1;
   }
   const PointwisePlan p = plan_pointwise(N, O, HW);
-  bool simd = false;
-#if SPARSEOPT_HAVE_AVX512_PATH
-  if constexpr (std::is_same_v<T, float>) simd = avx512_enabled();
+  bool simd = false, simd2 = false;
+#if SPARSEOPT_X86_SIMD
+  if constexpr (std::is_same_v<T, float>) {
+    simd = avx512_enabled();
+    simd2 = !simd && avx2_enabled();
+  }
 #endif
   at::parallel_for(0, p.items, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
@@ -287,7 +446,7 @@ void csr_pointwise_conv2d(const T* x, Planes xp, const int32_t* row_ptr, const i
       const int64_t len = std::min(kTile, HW - t0);
       const T* xn = x + n * xp.sn;
       T* on = out + n * op.sn;
-#if SPARSEOPT_HAVE_AVX512_PATH
+#if SPARSEOPT_X86_SIMD
       if constexpr (std::is_same_v<T, float>) {
         if (simd) {
           const int nv = static_cast<int>((len + 15) / 16);
@@ -309,9 +468,23 @@ void csr_pointwise_conv2d(const T* x, Planes xp, const int32_t* row_ptr, const i
           }
           continue;
         }
+        if (simd2) {
+          switch ((len + 7) / 8) {
+            case 1: pointwise_item_avx2<1>(xn, xp.sc, row_ptr, col_idx, values, bias, on, op.sc, t0, len, o0, o1, act); break;
+            case 2: pointwise_item_avx2<2>(xn, xp.sc, row_ptr, col_idx, values, bias, on, op.sc, t0, len, o0, o1, act); break;
+            case 3: pointwise_item_avx2<3>(xn, xp.sc, row_ptr, col_idx, values, bias, on, op.sc, t0, len, o0, o1, act); break;
+            case 4: pointwise_item_avx2<4>(xn, xp.sc, row_ptr, col_idx, values, bias, on, op.sc, t0, len, o0, o1, act); break;
+            case 5: pointwise_item_avx2<5>(xn, xp.sc, row_ptr, col_idx, values, bias, on, op.sc, t0, len, o0, o1, act); break;
+            case 6: pointwise_item_avx2<6>(xn, xp.sc, row_ptr, col_idx, values, bias, on, op.sc, t0, len, o0, o1, act); break;
+            case 7: pointwise_item_avx2<7>(xn, xp.sc, row_ptr, col_idx, values, bias, on, op.sc, t0, len, o0, o1, act); break;
+            default: pointwise_item_avx2<8>(xn, xp.sc, row_ptr, col_idx, values, bias, on, op.sc, t0, len, o0, o1, act); break;
+          }
+          continue;
+        }
       }
 #endif
       (void)simd;
+      (void)simd2;
       pointwise_item_portable<T>(xn, xp.sc, row_ptr, col_idx, values, bias, on, op.sc, t0, len,
                                  o0, o1, act);
     }
@@ -327,7 +500,7 @@ void sparse_depthwise_conv2d(const T* x, Planes xp, const int32_t* tap_ptr,
   if (N == 0 || C == 0 || OH == 0 || OW == 0) return;
   const int64_t plane_out = OH * OW;
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(plane_out, 1));
-#if SPARSEOPT_HAVE_AVX512_PATH
+#if SPARSEOPT_X86_SIMD
   if constexpr (std::is_same_v<T, float>) {
     if ((sw == 1 || sw == 2) && avx512_enabled()) {
       at::parallel_for(0, N * C, grain, [&](int64_t begin, int64_t end) {
@@ -343,6 +516,24 @@ void sparse_depthwise_conv2d(const T* x, Planes xp, const int32_t* tap_ptr,
           else
             depthwise_plane_avx512<2>(xpl, opl, tap_idx, values, tap_ptr[c], tap_ptr[c + 1], b,
                                       H, W, OH, OW, kw, sh, ph, pw, act, scratch);
+        }
+      });
+      return;
+    }
+    if ((sw == 1 || sw == 2) && avx2_enabled()) {
+      at::parallel_for(0, N * C, grain, [&](int64_t begin, int64_t end) {
+        std::vector<VecTap2> scratch;
+        for (int64_t p = begin; p < end; ++p) {
+          const int64_t n = p / C, c = p % C;
+          const float* xpl = x + n * xp.sn + c * xp.sc;
+          float* opl = out + n * op.sn + c * op.sc;
+          const float b = bias != nullptr ? bias[c] : 0.f;
+          if (sw == 1)
+            depthwise_plane_avx2<1>(xpl, opl, tap_idx, values, tap_ptr[c], tap_ptr[c + 1], b, H,
+                                    W, OH, OW, kw, sh, ph, pw, act, scratch);
+          else
+            depthwise_plane_avx2<2>(xpl, opl, tap_idx, values, tap_ptr[c], tap_ptr[c + 1], b, H,
+                                    W, OH, OW, kw, sh, ph, pw, act, scratch);
         }
       });
       return;

@@ -21,8 +21,9 @@
 // torch.clamp. Off (`on == false`) for the plain ops, whose results are exactly the sums.
 //
 // Both are explicitly instantiated for float and double in sparse_conv_cpu.cpp. The float
-// kernels use AVX-512 when the CPU has it (checked at run time) unless the environment variable
-// SPARSEOPT_CPU_PORTABLE=1 forces the portable loops (the tests run both).
+// kernels use AVX-512 when the CPU has it, else AVX2 + FMA (the pointwise kernel), checked at run
+// time, unless the environment variable SPARSEOPT_CPU_PORTABLE=1 forces the portable loops (the
+// tests run both).
 #pragma once
 
 #include <cstdint>
@@ -54,6 +55,9 @@ void sparse_depthwise_conv2d(const T* x, Planes xp, const int32_t* tap_ptr,
 
 // True when the float kernels will take the AVX-512 path on this CPU right now.
 bool pointwise_uses_avx512();
+
+// The float kernels' path on this CPU right now: "avx512", "avx2" (AVX2 + FMA) or "portable".
+const char* kernel_isa();
 
 }  // namespace cpu
 }  // namespace sparseopt
