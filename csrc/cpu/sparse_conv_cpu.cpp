@@ -157,6 +157,19 @@ inline __attribute__((target("avx2"))) __m256i avx2_lanes(int n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx);
 }
 
+// Store the first n (1..8) lanes of v. A full vector is a plain store; a partial one goes through
+// a stack buffer, because AMD CPUs run the masked store (vmaskmovps) microcoded, many times
+// slower than a store (masked loads are fast, and used for the tails).
+inline __attribute__((target("avx2"))) void store_lanes(float* dst, __m256 v, int n) {
+  if (n == 8) {
+    _mm256_storeu_ps(dst, v);
+    return;
+  }
+  alignas(32) float tmp[8];
+  _mm256_store_ps(tmp, v);
+  std::memcpy(dst, tmp, static_cast<size_t>(n) * sizeof(float));
+}
+
 template <int NV>
 __attribute__((target("avx2,fma"))) void pointwise_item_avx2(
     const float* xn, int64_t sc, const int32_t* row_ptr, const int32_t* col_idx,
@@ -164,7 +177,8 @@ __attribute__((target("avx2,fma"))) void pointwise_item_avx2(
     int64_t o0, int64_t o1, const Activation& act) {
   const float* xt = xn + t0;
   float* ot = on + t0;
-  const __m256i last = avx2_lanes(static_cast<int>(len - 8 * (NV - 1)));
+  const int tail = static_cast<int>(len - 8 * (NV - 1));
+  const __m256i last = avx2_lanes(tail);
   const __m256 lo = _mm256_set1_ps(static_cast<float>(act.lo));
   const __m256 hi = _mm256_set1_ps(static_cast<float>(act.hi));
   for (int64_t o = o0; o < o1; ++o) {
@@ -183,7 +197,7 @@ __attribute__((target("avx2,fma"))) void pointwise_item_avx2(
     }
     float* orow = ot + o * oc;
     for (int j = 0; j < NV - 1; ++j) _mm256_storeu_ps(orow + 8 * j, a[j]);
-    _mm256_maskstore_ps(orow + 8 * (NV - 1), last, a[NV - 1]);
+    store_lanes(orow + 8 * (NV - 1), a[NV - 1], tail);
   }
 }
 
@@ -292,6 +306,7 @@ struct VecTap2 {
   int64_t ky, off;
   float w;
   int32_t first[8][8], second[8][8];
+  bool full[8];  // both loads of vector j read 8 lanes inside the row: plain loads
 };
 
 inline __attribute__((target("avx2"))) __m256i lanes_of(const int32_t* m) {
@@ -310,9 +325,9 @@ __attribute__((target("avx2,fma"))) void depthwise_segment_avx2(
     const float* xp, float* op, const VecTap2* taps, int64_t ntaps, float bias, int64_t H,
     int64_t W, int64_t OH, int64_t OW, int64_t sh, int64_t ph, int64_t ox0,
     const Activation& act) {
-  __m256i out_mask[NV];
+  int out_lanes[NV];
   for (int j = 0; j < NV; ++j)
-    out_mask[j] = avx2_lanes(static_cast<int>(std::clamp<int64_t>(OW - ox0 - 8 * j, 0, 8)));
+    out_lanes[j] = static_cast<int>(std::clamp<int64_t>(OW - ox0 - 8 * j, 0, 8));
   const __m256 b = _mm256_set1_ps(bias);
   const __m256 lo = _mm256_set1_ps(static_cast<float>(act.lo));
   const __m256 hi = _mm256_set1_ps(static_cast<float>(act.hi));
@@ -328,12 +343,16 @@ __attribute__((target("avx2,fma"))) void depthwise_segment_avx2(
       for (int j = 0; j < NV; ++j) {
         __m256 v;
         if constexpr (SW == 1) {
-          v = _mm256_maskload_ps(xr + 8 * j, lanes_of(tp.first[j]));
+          v = tp.full[j] ? _mm256_loadu_ps(xr + 8 * j)
+                         : _mm256_maskload_ps(xr + 8 * j, lanes_of(tp.first[j]));
         } else {
           // Even lanes of 16 consecutive inputs: [a0 a2 c0 c2 | a4 a6 c4 c6], then the 64-bit
           // pairs reordered to [a0 a2 a4 a6 c0 c2 c4 c6].
-          const __m256 a = _mm256_maskload_ps(xr + 16 * j, lanes_of(tp.first[j]));
-          const __m256 c = _mm256_maskload_ps(xr + 16 * j + 8, lanes_of(tp.second[j]));
+          const bool full = tp.full[j];
+          const __m256 a = full ? _mm256_loadu_ps(xr + 16 * j)
+                                : _mm256_maskload_ps(xr + 16 * j, lanes_of(tp.first[j]));
+          const __m256 c = full ? _mm256_loadu_ps(xr + 16 * j + 8)
+                                : _mm256_maskload_ps(xr + 16 * j + 8, lanes_of(tp.second[j]));
           const __m256 e = _mm256_shuffle_ps(a, c, _MM_SHUFFLE(2, 0, 2, 0));
           v = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0)));
         }
@@ -343,7 +362,7 @@ __attribute__((target("avx2,fma"))) void depthwise_segment_avx2(
     float* orow = op + oy * OW + ox0;
     for (int j = 0; j < NV; ++j) {
       if (act.on) acc[j] = _mm256_min_ps(hi, _mm256_max_ps(lo, acc[j]));
-      _mm256_maskstore_ps(orow + 8 * j, out_mask[j], acc[j]);
+      store_lanes(orow + 8 * j, acc[j], out_lanes[j]);
     }
   }
 }
@@ -370,6 +389,8 @@ __attribute__((target("avx2,fma"))) void depthwise_plane_avx2(
         const __m256i g = SW == 2 ? avx2_in_row(start + 8, W) : _mm256_setzero_si256();
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(tp.first[j]), f);
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(tp.second[j]), g);
+        const __m256i ones = _mm256_set1_epi32(-1);
+        tp.full[j] = _mm256_testc_si256(f, ones) && (SW == 1 || _mm256_testc_si256(g, ones));
         any = any || !_mm256_testz_si256(f, f) || !_mm256_testz_si256(g, g);
       }
       if (any) ++nt;
