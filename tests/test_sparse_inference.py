@@ -14,7 +14,7 @@ from torch import nn
 
 import sparseopt
 from sparseopt.models import mobilenet_v1
-from sparseopt.nn.inference import FusedDenseConv2d, FusedDepthwiseConv2d, FusedPointwiseConv2d
+from sparseopt.nn.inference import ChunkedSequential, FusedDenseConv2d, FusedDepthwiseConv2d, FusedPointwiseConv2d
 from sparseopt.reference import sparse_conv as ref
 
 INF = math.inf
@@ -189,7 +189,7 @@ def sparse_eval_model(gen: torch.Generator, width: float = 0.25, act: type = nn.
 
 
 @pytest.mark.parametrize("act", [nn.ReLU, nn.ReLU6])
-@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("batch", [1, 5])  # 5: chunks of 2, 2 and 1 images
 def test_compress_returns_a_fused_model_equal_to_the_eval_model(act, batch, isa, gen):
     model = sparse_eval_model(gen, act=act)
     x = randn(batch, 3, 32, 32, gen=gen)
@@ -198,6 +198,7 @@ def test_compress_returns_a_fused_model_equal_to_the_eval_model(act, batch, isa,
         fast = sparseopt.nn.compress(model)
         got = fast(x)
     assert fast is not model
+    assert isinstance(fast.features, ChunkedSequential) and fast.features.batch_chunk == 2
     kinds = [type(m) for m in fast.modules()]
     assert kinds.count(FusedPointwiseConv2d) == 13 and kinds.count(FusedDepthwiseConv2d) == 13
     assert kinds.count(FusedDenseConv2d) == 1  # the stem
@@ -214,7 +215,7 @@ def test_fused_model_keeps_one_layout_between_the_sparse_layers(gen):
     hooks = [m.register_forward_hook(lambda m, i, o: seen.append((type(m), i[0], o)))
              for m in fast.modules() if isinstance(m, (FusedPointwiseConv2d, FusedDepthwiseConv2d))]
     with torch.no_grad():
-        fast(randn(3, 3, 32, 32, gen=gen))
+        fast(randn(2, 3, 32, 32, gen=gen))  # one chunk of ChunkedSequential.batch_chunk = 2
     for h in hooks:
         h.remove()
     assert len(seen) == 26
@@ -235,7 +236,7 @@ def test_compress_fuse_false_and_training_mode_return_the_model(gen):
 
 def test_fused_model_compiles_and_exports(gen):
     model = sparse_eval_model(gen)
-    x = randn(2, 3, 32, 32, gen=gen)
+    x = randn(3, 3, 32, 32, gen=gen)  # more than one chunk
     fast = sparseopt.nn.compress(model)
     with torch.no_grad():
         expected = fast(x)

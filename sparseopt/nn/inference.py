@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import OrderedDict
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,7 +29,7 @@ from torch import nn
 from ..reference.sparse_conv import dense_to_csr, dense_to_taps
 
 __all__ = ["FusedConv2d", "FusedPointwiseConv2d", "FusedDepthwiseConv2d", "FusedDenseConv2d",
-           "fuse_for_inference", "ACTIVATIONS"]
+           "ChunkedSequential", "fuse_for_inference", "ACTIVATIONS"]
 
 # Activation modules fused into a kernel epilogue, as (min, max) clamps.
 ACTIVATIONS: dict[type, tuple[float, float]] = {nn.ReLU: (0.0, math.inf), nn.ReLU6: (0.0, 6.0)}
@@ -150,6 +151,47 @@ class FusedDenseConv2d(FusedConv2d):
                 f"padding={self.padding}, groups={self.groups}" + self._act_repr())
 
 
+class ChunkedSequential(nn.Sequential):
+    """An ``nn.Sequential`` of per-sample modules run on ``batch_chunk`` images at a time.
+
+    A large batch makes every layer's activations large: at batch 16 one MobileNetV1 activation
+    at 112x112 is 51 MB, so each layer streams through memory and each fresh output is paged
+    in. A few images at a time keep a layer's input and output in the caches; the 1x1 kernels
+    still see ``chunk * H * W`` columns. Every module inside treats images independently (in eval
+    mode), so the result is the same as one pass over the batch."""
+
+    batch_chunk: int = 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        if x.dim() != 4 or x.shape[0] <= self.batch_chunk:
+            return super().forward(x)
+        return torch.cat([super(ChunkedSequential, self).forward(c)
+                          for c in x.split(self.batch_chunk)])
+
+
+# Modules that treat the images of a batch independently in eval mode (safe to chunk).
+_PER_SAMPLE = (FusedConv2d, nn.Sequential, nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.Identity,
+               nn.Dropout, nn.BatchNorm2d, nn.MaxPool2d, nn.AvgPool2d, nn.Conv2d)
+
+
+def _chunk_sequentials(module: nn.Module, batch_chunk: int) -> None:
+    """Turn each outermost ``nn.Sequential`` made of per-sample modules and holding a fused
+    sparse stage into a :class:`ChunkedSequential`."""
+    for name, child in list(module._modules.items()):
+        if child is None:
+            continue
+        # BatchNorm and Dropout are per-sample only in eval mode.
+        per_sample = all(isinstance(m, _PER_SAMPLE) and not (
+            isinstance(m, (nn.BatchNorm2d, nn.Dropout)) and m.training) for m in child.modules())
+        has_sparse = any(isinstance(m, (FusedPointwiseConv2d, FusedDepthwiseConv2d)) for m in child.modules())
+        if per_sample and has_sparse and type(child) is nn.Sequential:
+            chunked = ChunkedSequential(OrderedDict(child._modules))  # names kept
+            chunked.batch_chunk = batch_chunk
+            module._modules[name] = chunked
+        else:
+            _chunk_sequentials(child, batch_chunk)
+
+
 # ---- conversion ----------------------------------------------------------------------------------
 def _foldable_bn(bn: nn.Module, channels: int) -> bool:
     return (type(bn) is nn.BatchNorm2d and bn.num_features == channels and bn.track_running_stats
@@ -244,10 +286,13 @@ def _fuse_children(module: nn.Module, channel_major: bool) -> None:
             _fuse_children(child, channel_major)
 
 
-def fuse_for_inference(model: nn.Module, channel_major: bool = True) -> nn.Module:
+def fuse_for_inference(model: nn.Module, channel_major: bool = True,
+                       batch_chunk: int | None = 2) -> nn.Module:
     """A fused inference copy of the eval-mode ``model`` (see the module docstring); ``model``
     itself is not changed. The BatchNorms folded are those right after a convolution in an
-    ``nn.Sequential`` with running statistics; everything else keeps its module."""
+    ``nn.Sequential`` with running statistics; everything else keeps its module. With
+    ``batch_chunk``, the outermost ``nn.Sequential``\ s of per-sample modules that hold sparse
+    stages run that many images at a time (:class:`ChunkedSequential`; None: the whole batch)."""
     if model.training:
         raise RuntimeError("fuse_for_inference: the model is in training mode; call model.eval() "
                            "first (BatchNorm is folded with its running statistics)")
@@ -260,4 +305,6 @@ def fuse_for_inference(model: nn.Module, channel_major: bool = True) -> nn.Modul
         fused = holder[0]
     else:
         _fuse_children(fused, channel_major)
+        if batch_chunk is not None:
+            _chunk_sequentials(fused, batch_chunk)
     return fused.eval().requires_grad_(False)
