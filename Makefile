@@ -4,7 +4,9 @@
 #
 #   make demo    # train on the digits data with each optimizer, print the comparison table
 #   make test    # run the test suite
-#   make bench   # optimizer-step benchmark (table + JSON/CSV in bench_out/)
+#   make bench   # every benchmark (optimizer steps, sparse convs, sparse inference vs engines)
+#   make bench-inference  # only the sparse MobileNetV1 against ONNX Runtime/DeepSparse/eager;
+#                         # ARGS=--quick for batch 1 and 16 (about a minute)
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
@@ -13,7 +15,7 @@ PY     := $(VENV)/bin/python
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
 SOURCES := $(shell find csrc -type f) setup.py pyproject.toml
 
-.PHONY: all setup build demo demo-quick test test-fast bench cmake-check cuda-check clean
+.PHONY: all setup build demo demo-quick test test-fast bench bench-inference cmake-check cuda-check clean
 
 all: test
 
@@ -44,8 +46,19 @@ test: build
 test-fast: build
 	$(PY) -m pytest -q tests -m "not slow" $(ARGS)
 
-bench: build
+# The [bench] extra of setup.py (without reinstalling sparseopt); if it cannot be installed the
+# inference benchmark says so and skips ONNX Runtime.
+$(VENV)/.bench: setup.py
+	-$(PY) -m pip install -q onnxruntime onnx
+	touch $@
+
+bench: build $(VENV)/.bench
 	$(PY) -m sparseopt.bench $(ARGS)
+
+# DeepSparse runs from its own virtualenv (numpy < 2) when .venv-deepsparse exists:
+#   python3.11 -m venv .venv-deepsparse && .venv-deepsparse/bin/pip install deepsparse==1.8.0 'numpy<2'
+bench-inference: build $(VENV)/.bench
+	$(PY) benchmarks/bench_inference.py $(ARGS)
 
 # C++ embedding: the CMake build of the kernels and its ctest.
 cmake-check: $(VENV)/.deps

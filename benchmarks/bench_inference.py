@@ -62,6 +62,17 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def simd_flags() -> str:
+    """The CPU's widest SIMD (which path sparseopt's float kernels take)."""
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "?"
+    if "avx512f" in flags:
+        return "AVX-512"
+    return "AVX2 + FMA (no AVX-512)" if "avx2" in flags and "fma" in flags else "no AVX2"
+
+
 def load_average() -> str:
     try:
         return " ".join(open("/proc/loadavg").read().split()[:3])
@@ -317,7 +328,7 @@ def main() -> None:
     segment = 0.15 if args.quick else 0.3
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
-    info = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), cpu=cpu_name(),
+    info = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), cpu=cpu_name(), simd=simd_flags(),
                 cores=os.cpu_count(), threads=args.threads, torch=torch.__version__,
                 sparseopt=sparseopt.__version__, python=platform.python_version(),
                 load_before=load_average(), sparsity=args.sparsity, rounds=rounds)
@@ -394,8 +405,8 @@ def render(info: dict, rows: list[dict], notes: list[str], batches: list[int]) -
     lines = [
         "# Sparse MobileNetV1 inference against other engines",
         "",
-        f"`python benchmarks/bench_inference.py`, {info['date']}; {info['cpu']}, {info['cores']} "
-        f"cores, {info['threads']} threads per engine; torch {info['torch']}, sparseopt "
+        f"`python benchmarks/bench_inference.py`, {info['date']}; {info['cpu']} ({info['simd']}), "
+        f"{info['cores']} cores, {info['threads']} threads per engine; torch {info['torch']}, sparseopt "
         f"{info['sparseopt']}, Python {info['python']}; load average {info['load_before']} before, "
         f"{info['load_after']} after (the machine is shared).",
         "",

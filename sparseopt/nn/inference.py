@@ -22,11 +22,14 @@ from __future__ import annotations
 import copy
 import math
 from collections import OrderedDict
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..reference.sparse_conv import dense_to_csr, dense_to_taps
+from .sparse_conv import (DENSE_FALLBACK_DENSITY, SparseDepthwiseConv2d, SparsePointwiseConv2d,
+                          _SparseConv2d, batchnorm_scale_shift)
 
 __all__ = ["FusedConv2d", "FusedPointwiseConv2d", "FusedDepthwiseConv2d", "FusedDenseConv2d",
            "ChunkedSequential", "fuse_for_inference", "ACTIVATIONS"]
@@ -206,12 +209,7 @@ def _folded(weight: torch.Tensor, bias: torch.Tensor | None,
     bias = None if bias is None else bias.detach().clone()
     if bn is None:
         return weight, bias
-    scale = torch.rsqrt(bn.running_var + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight
-    shift = -bn.running_mean * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias
+    scale, shift = batchnorm_scale_shift(bn)
     weight.mul_(scale.reshape(-1, 1, 1, 1).to(weight.dtype))
     b = shift if bias is None else bias * scale + shift
     return weight, b.to(weight.dtype).detach()
@@ -220,9 +218,6 @@ def _folded(weight: torch.Tensor, bias: torch.Tensor | None,
 def _stage(conv: nn.Module, bn: nn.BatchNorm2d | None, act: tuple[float, float] | None,
            channel_major: bool) -> nn.Module | None:
     """The fused inference module of ``conv`` (+ ``bn``, + ``act``), or None if it has none."""
-    from .sparse_conv import (DENSE_FALLBACK_DENSITY, SparseDepthwiseConv2d,
-                              SparsePointwiseConv2d, _SparseConv2d)
-
     act = act or _NO_ACT
     if isinstance(conv, _SparseConv2d):
         weight, bias = _folded(conv.weight * conv.mask, conv.bias, bn)
@@ -244,8 +239,6 @@ def _stage(conv: nn.Module, bn: nn.BatchNorm2d | None, act: tuple[float, float] 
 
 
 def _fuse_children(module: nn.Module, channel_major: bool) -> None:
-    from .sparse_conv import _SparseConv2d
-
     if isinstance(module, nn.Sequential):
         names = list(module._modules)
         kept: list[nn.Module] = []
@@ -296,8 +289,6 @@ def fuse_for_inference(model: nn.Module, channel_major: bool = True,
     if model.training:
         raise RuntimeError("fuse_for_inference: the model is in training mode; call model.eval() "
                            "first (BatchNorm is folded with its running statistics)")
-    from .sparse_conv import _SparseConv2d
-
     fused = copy.deepcopy(model)
     if isinstance(fused, (nn.Conv2d, _SparseConv2d)):  # a bare layer: fuse it as a 1-element chain
         holder = nn.Sequential(fused)

@@ -740,6 +740,18 @@ def update_masks(model: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
+def batchnorm_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) with ``bn(y) == y * scale + shift`` per channel in eval mode."""
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -bn.running_mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    return scale, shift
+
+
+@torch.no_grad()
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """Inference transform: fold every eval-mode ``BatchNorm2d`` that directly follows a
     convolution (``nn.Conv2d`` or a sparse layer) inside an ``nn.Sequential`` into that
@@ -771,13 +783,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
                 raise RuntimeError(
                     "fold_batchnorm: a BatchNorm2d is in training mode; call model.eval() first"
                 )
-            var, mean = bn.running_var, bn.running_mean
-            scale = torch.rsqrt(var + bn.eps)
-            if bn.weight is not None:
-                scale = scale * bn.weight
-            shift = -mean * scale
-            if bn.bias is not None:
-                shift = shift + bn.bias
+            scale, shift = batchnorm_scale_shift(bn)
             conv.weight.mul_(scale.reshape(-1, 1, 1, 1).to(conv.weight.dtype))
             if conv.bias is None:
                 conv.bias = nn.Parameter(shift.to(conv.weight.dtype).clone(),
