@@ -17,6 +17,10 @@ Two modes per layer:
   for the sparse kernel to win (density above :data:`DENSE_FALLBACK_DENSITY`, measured by
   ``benchmarks/bench_conv.py``), the compressed layer runs the dense convolution instead.
 
+For inference on the CPU, :func:`compress` of an eval-mode model also returns a fused copy
+(:mod:`sparseopt.nn.inference`: BatchNorm folded, ReLU/ReLU6 in the kernels' epilogues, one
+channel-major activation layout, a large batch run a few images at a time).
+
 ``state_dict`` holds the dense ``weight``, ``bias`` and ``mask`` only; the compressed buffers are
 rebuilt from them (a compressed layer recompresses itself when its weight or mask change). Under
 ``torch.compile`` / ``torch.export`` (``torch.compiler.is_compiling()``) that staleness check is
