@@ -45,21 +45,11 @@ import torch
 from torch import nn
 
 import sparseopt
+from bench_conv import cpu_name  # benchmarks/ is on the path: the scripts run as scripts
 from sparseopt.models import mobilenet_v1
 
 ROOT = Path(__file__).resolve().parent.parent
 RTOL = 1e-4
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def simd_flags() -> str:
@@ -406,7 +396,7 @@ def render(info: dict, rows: list[dict], notes: list[str], batches: list[int]) -
         "# Sparse MobileNetV1 inference against other engines",
         "",
         f"`python benchmarks/bench_inference.py`, {info['date']}; {info['cpu']} ({info['simd']}), "
-        f"{info['cores']} cores, {info['threads']} threads per engine; torch {info['torch']}, sparseopt "
+        f"{info['cores']} cores, {info['threads']} thread{'s' if info['threads'] != 1 else ''} per engine; torch {info['torch']}, sparseopt "
         f"{info['sparseopt']}, Python {info['python']}; load average {info['load_before']} before, "
         f"{info['load_after']} after (the machine is shared).",
         "",

@@ -17,20 +17,12 @@ from sparseopt.models import mobilenet_v1
 from sparseopt.nn.inference import ChunkedSequential, FusedDenseConv2d, FusedDepthwiseConv2d, FusedPointwiseConv2d
 from sparseopt.reference import sparse_conv as ref
 
+from test_sparse_conv import prune_, randn
+
 INF = math.inf
 FLOATS = [torch.float32, torch.float64]
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-12, atol=1e-12)}
 ACTS = {"none": (-INF, INF), "relu": (0.0, INF), "relu6": (0.0, 6.0), "band": (-0.5, 0.25)}
-
-
-def prune_(w: torch.Tensor, sparsity: float, gen: torch.Generator) -> torch.Tensor:
-    k = int(round(sparsity * w.numel()))
-    w.view(-1)[torch.randperm(w.numel(), generator=gen)[:k]] = 0
-    return w
-
-
-def randn(*shape: int, gen: torch.Generator, dtype=torch.float32) -> torch.Tensor:
-    return torch.randn(*shape, generator=gen, dtype=torch.float64).to(dtype)
 
 
 def channel_major(x: torch.Tensor) -> torch.Tensor:
@@ -45,15 +37,6 @@ def is_channel_major(t: torch.Tensor) -> bool:
 LAYOUTS = {"nchw": lambda x: x.contiguous(), "channel_major": channel_major,
            "channels_last": lambda x: x.contiguous(memory_format=torch.channels_last),
            "strided": lambda x: torch.cat([x, x], 3)[..., ::2]}
-
-
-@pytest.fixture(params=["simd", "portable"])
-def isa(request, monkeypatch):
-    if request.param == "portable":
-        monkeypatch.setenv("SPARSEOPT_CPU_PORTABLE", "1")
-    else:
-        monkeypatch.delenv("SPARSEOPT_CPU_PORTABLE", raising=False)
-    return request.param
 
 
 PW_SHAPES = [  # (N, C, O, H, W): odd sizes, one pixel, tiles with tails, a batch merged
