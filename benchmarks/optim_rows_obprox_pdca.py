@@ -81,16 +81,16 @@ def naive_obprox_orthant(params: list[Tensor]) -> Callable[[], None]:
 
 def naive_pdca(params: list[Tensor]) -> Callable[[], None]:
     xs = [p.detach().clone() for p in params]
-    k = [1.0, 1.0]  # (k_{t-1}, k_t)
+    k = [1.0, 1.0]  # (k_{t-1}, k_t), from k_{-1} = k_0 = 1
     t = [0]
 
     @torch.no_grad()
-    def step() -> None:
+    def step() -> None:  # step t extrapolates with beta_t (docs/algorithms.md section 7)
         t[0] += 1
-        beta = (k[0] - 1) / k[1]
         k[0], k[1] = k[1], (1 + math.sqrt(1 + 4 * k[1] ** 2)) / 2
         if t[0] % RESTART == 0:
             k[0] = k[1] = 1.0
+        beta = (k[0] - 1) / k[1]
         for p, x in zip(params, xs):
             xi = THETA * torch.sign(x) * (1 - torch.exp(-THETA * torch.abs(x)))
             u = p - LR * (p.grad - L1 * xi)

@@ -1,5 +1,5 @@
 """AdaHessian: the Hutchinson diagonal, the update against a straightforward implementation,
-update_each, memory, checkpoints and errors."""
+update_each, memory, checkpoints and errors (docs/algorithms.md section 9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-// Bit-level helpers shared by csrc/rules/obproxsg.h and csrc/rules/pdca.h (no torch here).
+// Bit-level helpers shared by csrc/rules/obproxsg.h and csrc/rules/pdca.h (no torch here; the
+// formulas they serve: docs/algorithms.md sections 6 and 7).
 //
 // GCC 12 with the default -ftrapping-math does not if-convert a select whose arm holds a
 // floating-point operation, nor one after a float-to-int conversion, and then leaves the whole

@@ -1,4 +1,5 @@
-// Shared scalar helpers for the update rules in csrc/rules/*.h.
+// Shared scalar helpers for the update rules in csrc/rules/*.h (soft threshold, math type and
+// rounding: docs/algorithms.md section 0).
 //
 // Every rule header is included by two loops: the CPU loop (g++, with torch) and the CUDA
 // kernels (nvcc, *without* torch, so that `nvcc -c` checks a kernel in seconds on a machine

@@ -1,5 +1,5 @@
 // pDCA_e with the exponential l0 surrogate (docs/algorithms.md section 7; Wen, Chen, Pong 2018;
-// the reproduction note's Algorithm 2).
+// the reproduction note's Algorithm 2). Step counter: docs/algorithms.md section 0.
 //
 // Penalty lambda * sum r(x_i), r(t) = 1 - exp(-theta |t|) = P1 - P2 with P1 = theta |t|, so
 // xi(x) = grad P2(x) = theta * sign(x) * (1 - exp(-theta |x|)). One fused step per element,
@@ -12,11 +12,12 @@
 //   X <- x_new;  P <- y_new
 //
 // beta is a per-step scalar of the FISTA recurrence k_{t+1} = (1 + sqrt(1 + 4 k_t^2)) / 2,
-// beta_t = (k_{t-1} - 1) / k_t, restarted every `restart` steps. It depends only on the position
-// of the step inside the restart period, so Python tabulates it once (betas[m] for
-// m = 0 .. restart-1, a float64 tensor on the parameters' device) and the kernel picks
-// betas[(t - 1) % restart] from the device step counter: no host sync per step, and a step
-// GradScaler skips does not advance the recurrence.
+// beta_t = (k_{t-1} - 1) / k_t from k_{-1} = k_0 = 1, indexed as in the paper: step t makes
+// x_t and then extrapolates with beta_t (0, 0.28, 0.43, ... after steps 1, 2, 3). After step n
+// with n % restart == 0 the pair is reset, k_{n-1} = k_n = 1, so beta depends only on t % restart.
+// Python tabulates it once (betas[m] = beta_m for m = 0 .. restart-1, a float64 tensor on the
+// parameters' device) and the kernel picks betas[t % restart] from the device step counter: no
+// host sync per step, and a step GradScaler skips does not advance the recurrence.
 //
 // exp is computed here from + - * and bit casts only (Cody-Waite range reduction, a Taylor
 // polynomial evaluated by Horner, scaling by an exactly built power of two), not by libm, so the
@@ -117,7 +118,7 @@ struct PdcaOp {
   double l1;
   double theta;
   double weight_decay;
-  const double* betas;  // betas[m], m = (t - 1) % period, on the parameters' device
+  const double* betas;  // betas[m], m = t % period, on the parameters' device
   long long period;     // = restart >= 1
 
   template <typename T>
@@ -127,7 +128,7 @@ struct PdcaOp {
 
   template <typename T>
   C10_HOST_DEVICE Coeffs<T> coeffs(double step) const {
-    const long long m = (static_cast<long long>(step) - 1) % period;
+    const long long m = static_cast<long long>(step) % period;  // the beta of step t: beta_t
     return {T(lr), T(l1), T(theta), T(lr * l1 * theta), T(weight_decay), T(betas[m])};
   }
 
