@@ -162,8 +162,9 @@ __attribute__((flatten)) void range(void* const* base, int64_t begin, int64_t en
     // Loop fission by blocks: pDCA_e's formula is one long dependency chain per element (exp's
     // range reduction, its polynomial, then the step): the out-of-order window (about 30
     // elements' worth of instructions) cannot cover its latency, so the core idles. Each
-    // stage run over a whole block is a chain a third as long: measured 1.6x faster (fp32,
-    // one core, in L2). Every element still gets exactly the operations of operator().
+    // stage run over a whole block is a chain about a third as long (the product of latency
+    // and instructions per element, which bounds the time here, shrinks accordingly). Every
+    // element still gets exactly the operations of operator().
     rules::ExpReduced<V> reduced[kStageBlock];
     V pre[kStageBlock];
     for (; j + kStageBlock * W <= end; j += kStageBlock * W) {
