@@ -1,7 +1,7 @@
 """Benchmark rows of OBProx-SG (each phase) and pDCA_e (see bench_optim.py for the contract).
 
 Bytes per fp32 element per step: OBProx-SG reads w and g and writes w (12); pDCA_e reads
-p (= y), g and x and writes p and x (20).
+p (= y), g and x and writes p and x (20; 10 in bfloat16, 40 in float64).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 import sparseopt
+from bench_optim import in_dtype
 
 LR, L1, THETA, RESTART = 0.01, 1e-4, 5.0, 200
 PROX_FOREVER = 10**12  # steps_per_epoch so large that every benchmarked step is Prox-SG
@@ -118,4 +119,8 @@ ROWS: list[tuple[str, Callable[[list[Tensor]], Callable[[], None]], int]] = [
     ("pDCA_e: sparseopt native", lambda ps: _pdca(ps, "native"), 20),
     ("pDCA_e: sparseopt reference", lambda ps: _pdca(ps, "reference"), 20),
     ("pDCA_e: naive loop", naive_pdca, 20),
+    ("pDCA_e (bf16): sparseopt native", in_dtype(torch.bfloat16, lambda ps: _pdca(ps, "native")),
+     10),
+    ("pDCA_e (fp64): sparseopt native", in_dtype(torch.float64, lambda ps: _pdca(ps, "native")),
+     40),
 ]

@@ -74,6 +74,19 @@ C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE T abs_bits_(T x) {
   return from_bits_(bits_(x) & kMagnitude);
 }
 
+// min(a, b) of two integers (bit patterns).
+template <typename I>
+C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE I imin_(I a, I b) {
+  return a > b ? b : a;
+}
+
+// x << n computed as unsigned (a negative x shifts without undefined behaviour).
+template <typename I>
+C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE I shl_(I x, int n) {
+  using U = std::make_unsigned_t<I>;
+  return static_cast<I>(static_cast<U>(x) << n);
+}
+
 // mask ? a : b for a loop-invariant all-ones / all-zero integer mask, on the bits.
 template <typename T>
 C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE T select_bits_(decltype(bits_(T())) mask, T a, T b) {
