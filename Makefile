@@ -4,7 +4,9 @@
 #
 #   make demo    # train on the digits data with each optimizer, print the comparison table
 #   make test    # run the test suite
-#   make bench   # optimizer-step benchmark (table + JSON/CSV in bench_out/)
+#   make bench   # every benchmark (optimizer steps, sparse convs, sparse inference vs engines)
+#   make bench-inference  # only the sparse MobileNetV1 against ONNX Runtime/DeepSparse/eager;
+#                         # ARGS=--quick for batch 1 and 16 (about a minute)
 #   make test-emu     # every CUDA kernel executed on the CPU (host emulation), ASan+UBSan and TSan
 #   make cuda-check   # the README's CUDA build (CUDA torch in .venv-cuda, torch's nvcc flags)
 
@@ -15,7 +17,8 @@ PY     := $(VENV)/bin/python
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
 SOURCES := $(shell find csrc -type f) setup.py pyproject.toml
 
-.PHONY: all setup build demo demo-quick test test-fast test-emu bench cmake-check cuda-check clean
+.PHONY: all setup build demo demo-quick test test-fast test-emu bench bench-inference cmake-check \
+        cuda-check clean
 
 all: test
 
@@ -65,8 +68,19 @@ test-emu: build build/tsan/race_check
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    $(PY) -m pytest -q -p no:cacheprovider tests/emulation $(EMU_ARGS)
 
-bench: build
+# The [bench] extra of setup.py (without reinstalling sparseopt); if it cannot be installed the
+# inference benchmark says so and skips ONNX Runtime.
+$(VENV)/.bench: setup.py
+	-$(PY) -m pip install -q onnxruntime onnx
+	touch $@
+
+bench: build $(VENV)/.bench
 	$(PY) -m sparseopt.bench $(ARGS)
+
+# DeepSparse runs from its own virtualenv (numpy < 2) when .venv-deepsparse exists:
+#   python3.11 -m venv .venv-deepsparse && .venv-deepsparse/bin/pip install deepsparse==1.8.0 'numpy<2'
+bench-inference: build $(VENV)/.bench
+	$(PY) benchmarks/bench_inference.py $(ARGS)
 
 # C++ embedding: the CMake build of the kernels and its ctest.
 cmake-check: $(VENV)/.deps

@@ -101,6 +101,9 @@ setup(
     extras_require={
         "test": ["pytest", "hypothesis", "pytest-benchmark", "scikit-learn", "tqdm", "matplotlib"],
         "demo": ["scikit-learn", "tqdm", "matplotlib"],
+        # benchmarks/bench_inference.py: the engines sparse inference is compared with.
+        # (DeepSparse needs numpy < 2: it gets its own virtualenv, see that script.)
+        "bench": ["onnxruntime", "onnx"],
     },
     zip_safe=False,
 )

@@ -3,14 +3,17 @@
 Every row times one ``step()`` (gradients precomputed, no forward/backward) and reports the
 time, the effective bandwidth (bytes the rule must read and write per element / time), the
 ratio of that bandwidth to an in-place stream-add (``a += b``) measured in the same run, and
-speed-ups over the naive per-parameter loop of the same rule.
+speed-ups over the naive per-parameter loop of the same rule. With ``--rounds R`` the whole
+table is measured R times, rows interleaved, and each figure is the median over the rounds.
 
 Rows come from ``benchmarks/optim_rows_*.py``: each exposes ``ROWS``, a list of
 ``(name, factory, bytes_per_element)`` where ``factory(params)`` gets fp32 parameters whose
 ``.grad`` is set and returns a zero-argument callable doing one step. Names are
 ``"<Rule>: <variant>"``; the variant ``naive loop`` is the speed-up baseline of its rule.
+Rows in another dtype wrap their factory in :func:`in_dtype` (bytes per element are then those
+of that dtype).
 
-    python benchmarks/bench_optim.py [--quick] [--device cpu|cuda] [--out bench_out]
+    python benchmarks/bench_optim.py [--quick] [--rounds R] [--device cpu|cuda] [--out bench_out]
 """
 
 from __future__ import annotations
@@ -57,6 +60,20 @@ def make_params(device: str, seed: int = 0) -> list[torch.Tensor]:
     return params
 
 
+def in_dtype(dtype: torch.dtype, factory: Callable) -> Callable:
+    """``factory`` run on copies of the parameters (and their gradients) in ``dtype``."""
+
+    def run(params: list[torch.Tensor]) -> Callable[[], None]:
+        cast = []
+        for p in params:
+            q = p.detach().to(dtype).requires_grad_()
+            q.grad = p.grad.to(dtype)
+            cast.append(q)
+        return factory(cast)
+
+    return run
+
+
 def load_rows() -> list[tuple[str, Callable, int]]:
     rows = []
     for path in sorted(HERE.glob("optim_rows_*.py")):
@@ -100,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--naive-reps", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measure the whole table this many times, rows interleaved; medians")
     ap.add_argument("--only", default="", help="comma-separated substrings of row names")
     ap.add_argument("--out", default="bench_out")
     args = ap.parse_args(argv)
@@ -120,25 +139,32 @@ def main(argv: list[str] | None = None) -> int:
     # two measured next to it: this VM's memory bandwidth drifts (35-90 GB/s within one run),
     # and a neighbouring measurement sees the same conditions as the row.
     bw_samples = [stream_add(args.device, numel, args.reps)]
-    results = []
     wanted = [s for s in args.only.split(",") if s]
-    for name, factory, nbytes in load_rows():
-        if wanted and not any(w in name for w in wanted):
+    rows = [r for r in load_rows() if not wanted or any(w in r[0] for w in wanted)]
+    per_round: dict[str, list[dict]] = {}
+    for _ in range(args.rounds):
+        for name, factory, nbytes in rows:
+            fresh = make_params(args.device)
+            try:
+                step = factory(fresh)
+            except (RuntimeError, ValueError) as exc:  # e.g. a torch build without fused CPU
+                print(f"skip {name}: {exc}", file=sys.stderr)
+                continue
+            reps = args.naive_reps if "naive" in name else args.reps
+            t = time_fn(step, args.device, reps, warmup=1 if "naive" in name else 3)
+            del fresh, step
+            bw_samples.append(stream_add(args.device, numel, args.reps))
+            adjacent = (bw_samples[-2] + bw_samples[-1]) / 2
+            gbs = nbytes * numel / t / 1e9
+            per_round.setdefault(name, []).append(
+                dict(ms=1e3 * t, gb_s=gbs, stream_add_gb_s=adjacent, of_stream_add=gbs / adjacent))
+    results = []
+    for name, _, nbytes in rows:
+        if name not in per_round:
             continue
-        fresh = make_params(args.device)
-        try:
-            step = factory(fresh)
-        except (RuntimeError, ValueError) as exc:  # e.g. a torch build without fused CPU
-            print(f"skip {name}: {exc}", file=sys.stderr)
-            continue
-        reps = args.naive_reps if "naive" in name else args.reps
-        t = time_fn(step, args.device, reps, warmup=1 if "naive" in name else 3)
-        gbs = nbytes * numel / t / 1e9
-        results.append(dict(row=name, ms=1e3 * t, gb_s=gbs, bytes_per_element=nbytes))
-        del fresh, step
-        bw_samples.append(stream_add(args.device, numel, args.reps))
-        results[-1]["stream_add_gb_s"] = (bw_samples[-2] + bw_samples[-1]) / 2
-        results[-1]["of_stream_add"] = gbs / results[-1]["stream_add_gb_s"]
+        rounds = per_round[name]
+        r = {k: statistics.median(x[k] for x in rounds) for k in rounds[0]}
+        results.append(dict(row=name, bytes_per_element=nbytes, rounds=len(rounds), **r))
     bw_ref = statistics.median(bw_samples)
     naive = {r["row"].split(":")[0]: r["ms"] for r in results if r["row"].endswith("naive loop")}
     for r in results:
@@ -157,13 +183,14 @@ def main(argv: list[str] | None = None) -> int:
         tensors=len(params),
         stream_add_gb_s=bw_ref,
         stream_add_samples_gb_s=bw_samples,
+        rounds=args.rounds,
     )
     lines = [
         f"ResNet18-CIFAR parameter set: {len(params)} tensors, {numel / 1e6:.2f}M fp32 params, "
         f"device {meta['device']} ({meta['device_name']}), {meta['threads']} threads, "
         f"torch {meta['torch']}; stream-add a += b: median {bw_ref:.1f} GB/s "
         f"(range {min(bw_samples):.0f}-{max(bw_samples):.0f}; each row is compared with the "
-        "stream-adds measured next to it)",
+        f"stream-adds measured next to it; medians over {args.rounds} interleaved round(s))",
         "",
         "| row | ms/step | GB/s | stream-add GB/s (adjacent) | of stream-add | vs naive loop |",
         "|---|---:|---:|---:|---:|---:|",

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 
 import sparseopt
+from bench_optim import in_dtype
 
 LR = 1e-3
 
@@ -62,6 +63,29 @@ def fused_adahessian(params: list[torch.Tensor], backend: str = "native") -> Cal
     return step
 
 
+def adahessian_reusing_d(params: list[torch.Tensor]) -> Callable[[], None]:
+    """``AdaHessian.step()`` on the steps between two Hessian estimates (``update_each > 1``):
+    one step with a graph estimates D, every timed step reuses it (the update alone)."""
+    opt = sparseopt.AdaHessian(params, update_each=10**9, seed=0)
+    grads = [p.grad for p in params]
+    with torch.enable_grad():
+        loss = sum((p * p).sum() for p in params) / 2
+        for p, g in zip(params, torch.autograd.grad(loss, params, create_graph=True)):
+            p.grad = g
+    opt.step()
+    for p, g in zip(params, grads):
+        p.grad = g
+    return _step(opt)
+
+
+def hutchinson_pass(params: list[torch.Tensor]) -> Callable[[], None]:
+    """``hutchinson_diag_`` alone: D from z and Hz (conv weights averaged over their taps)."""
+    zs, hzs = _hessian_inputs(params)
+    diags = [torch.zeros_like(p) for p in params]
+    hutch = sparseopt.ops.resolve("hutchinson_diag_", params[0].device, "native")
+    return lambda: hutch(diags, zs, hzs, 1.0, False)
+
+
 def naive_adahessian(params: list[torch.Tensor]) -> Callable[[], None]:
     zs, hzs = _hessian_inputs(params)
     m = [torch.zeros_like(p) for p in params]
@@ -85,7 +109,8 @@ def naive_adahessian(params: list[torch.Tensor]) -> Callable[[], None]:
 
 
 # Bytes per element: Adam reads w, g, m, v and writes w, m, v (28); AdaHessian additionally
-# reads z and Hz and writes and reads D (40).
+# reads z and Hz and writes and reads D (40); its update alone reads w, g, m, v, D and writes
+# w, m, v (32); its Hutchinson pass reads z, Hz and writes D (12). Half of that in bfloat16.
 ROWS = [
     ("Adam: sparseopt native", lambda ps: _step(sparseopt.Adam(ps, lr=LR, backend="native")), 28),
     ("Adam: sparseopt reference",
@@ -99,4 +124,12 @@ ROWS = [
     ("AdaHessian update (no backward): sparseopt reference",
      lambda ps: fused_adahessian(ps, "reference"), 40),
     ("AdaHessian update (no backward): naive loop", naive_adahessian, 40),
+    ("AdaHessian.step() reusing D: sparseopt native", adahessian_reusing_d, 32),
+    ("AdaHessian.step() reusing D (bf16): sparseopt native",
+     in_dtype(torch.bfloat16, adahessian_reusing_d), 16),
+    ("AdaHessian.step() reusing D (fp64): sparseopt native",
+     in_dtype(torch.float64, adahessian_reusing_d), 64),
+    ("AdaHessian Hutchinson pass: sparseopt native", hutchinson_pass, 12),
+    ("AdaHessian Hutchinson pass (bf16): sparseopt native",
+     in_dtype(torch.bfloat16, hutchinson_pass), 6),
 ]

@@ -1,7 +1,7 @@
 """Benchmark rows of OBProx-SG (each phase) and pDCA_e (see bench_optim.py for the contract).
 
 Bytes per fp32 element per step: OBProx-SG reads w and g and writes w (12); pDCA_e reads
-p (= y), g and x and writes p and x (20).
+p (= y), g and x and writes p and x (20; 10 in bfloat16, 40 in float64).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 import sparseopt
+from bench_optim import in_dtype
 
 LR, L1, THETA, RESTART = 0.01, 1e-4, 5.0, 200
 PROX_FOREVER = 10**12  # steps_per_epoch so large that every benchmarked step is Prox-SG
@@ -81,16 +82,16 @@ def naive_obprox_orthant(params: list[Tensor]) -> Callable[[], None]:
 
 def naive_pdca(params: list[Tensor]) -> Callable[[], None]:
     xs = [p.detach().clone() for p in params]
-    k = [1.0, 1.0]  # (k_{t-1}, k_t)
+    k = [1.0, 1.0]  # (k_{t-1}, k_t), from k_{-1} = k_0 = 1
     t = [0]
 
     @torch.no_grad()
-    def step() -> None:
+    def step() -> None:  # step t extrapolates with beta_t (docs/algorithms.md section 7)
         t[0] += 1
-        beta = (k[0] - 1) / k[1]
         k[0], k[1] = k[1], (1 + math.sqrt(1 + 4 * k[1] ** 2)) / 2
         if t[0] % RESTART == 0:
             k[0] = k[1] = 1.0
+        beta = (k[0] - 1) / k[1]
         for p, x in zip(params, xs):
             xi = THETA * torch.sign(x) * (1 - torch.exp(-THETA * torch.abs(x)))
             u = p - LR * (p.grad - L1 * xi)
@@ -118,4 +119,8 @@ ROWS: list[tuple[str, Callable[[list[Tensor]], Callable[[], None]], int]] = [
     ("pDCA_e: sparseopt native", lambda ps: _pdca(ps, "native"), 20),
     ("pDCA_e: sparseopt reference", lambda ps: _pdca(ps, "reference"), 20),
     ("pDCA_e: naive loop", naive_pdca, 20),
+    ("pDCA_e (bf16): sparseopt native", in_dtype(torch.bfloat16, lambda ps: _pdca(ps, "native")),
+     10),
+    ("pDCA_e (fp64): sparseopt native", in_dtype(torch.float64, lambda ps: _pdca(ps, "native")),
+     40),
 ]

@@ -1,4 +1,4 @@
-"""Initialisation for iRDA (iRDA paper, section 3.5, eq. 25)."""
+"""Initialisation for iRDA (iRDA paper, section 3.5, eq. 25; docs/algorithms.md section 5)."""
 
 from __future__ import annotations
 

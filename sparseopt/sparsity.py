@@ -1,4 +1,5 @@
-"""Measuring sparsity: ``sparsity = zeros / numel`` (iRDA paper eq. 32)."""
+"""Measuring sparsity: ``sparsity = zeros / numel`` (iRDA paper eq. 32; docs/algorithms.md
+section 10)."""
 
 from __future__ import annotations
 

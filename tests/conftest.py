@@ -117,3 +117,14 @@ def assert_lists_equal(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor], wha
 @pytest.fixture
 def gen() -> torch.Generator:
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture(params=["simd", "portable"])
+def isa(request, monkeypatch):
+    """Run the CPU sparse-conv kernels once on their SIMD path (AVX-512 or AVX2, when the CPU
+    has it) and once on the portable loops."""
+    if request.param == "portable":
+        monkeypatch.setenv("SPARSEOPT_CPU_PORTABLE", "1")
+    else:
+        monkeypatch.delenv("SPARSEOPT_CPU_PORTABLE", raising=False)
+    return request.param

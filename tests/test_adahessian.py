@@ -1,5 +1,5 @@
 """AdaHessian: the Hutchinson diagonal, the update against a straightforward implementation,
-update_each, memory, checkpoints and errors."""
+update_each, memory, checkpoints and errors (docs/algorithms.md section 9)."""
 
 from __future__ import annotations
 
@@ -83,9 +83,11 @@ def test_hutchinson_spatial_mean_of_conv_weights() -> None:
 @pytest.mark.skipif(not NATIVE, reason="the native extension is not built")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 def test_native_hutchinson_equals_the_reference_bit_for_bit(dtype: torch.dtype) -> None:
-    """Element-wise tensors (the vectorised path) and conv weights (the row path), fresh and
-    accumulating, contiguous or not, special values included."""
-    shapes = [(70_000,), (33, 17), (5, 3, 3, 3), (4, 2, 1, 1), (0,), ()]
+    """Element-wise tensors and conv weights (rows of 9 and 25 taps: whole blocks of 16 rows and
+    a partial last block on the vector path; 81 taps: longer than the vector path takes), fresh
+    and accumulating, contiguous or not, special values included."""
+    shapes = [(70_000,), (33, 17), (5, 3, 3, 3), (37, 5, 3, 3), (6, 4, 5, 5), (2, 3, 9, 9),
+              (4, 2, 1, 1), (0,), ()]
     runs = []
     for fn in (torch.ops.sparseopt.hutchinson_diag_, reference.hutchinson_diag_):
         g = torch.Generator().manual_seed(11)

@@ -1,4 +1,5 @@
-"""sparseopt.Adam/AdamW against torch.optim.Adam/AdamW, state-dict interchange, l1, AMP, compile."""
+"""sparseopt.Adam/AdamW against torch.optim.Adam/AdamW, state-dict interchange, l1, AMP, compile
+(docs/algorithms.md section 8)."""
 
 from __future__ import annotations
 

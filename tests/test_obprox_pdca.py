@@ -206,7 +206,8 @@ def _np_soft(u: np.ndarray, a: float) -> np.ndarray:
 @pytest.mark.parametrize("backend", OP_BACKENDS)
 @pytest.mark.parametrize("n_o", [3, -1])
 def test_obproxsg_formula(backend: str, n_o: int) -> None:
-    """Both phases and the epoch schedule, against numpy float64 written from algorithms.md s.6."""
+    """Both phases and the epoch schedule, against numpy float64 written from docs/algorithms.md
+    section 6."""
     rng = np.random.default_rng(0)
     n, spe, n_p, lr, lam, eps = 3001, 5, 2, 0.1, 0.3, 0.01
     w = rng.standard_normal(n)
@@ -265,39 +266,62 @@ def test_orthant_step_never_revives_a_zero_nor_flips_a_sign(backend, dtype, eps,
     assert (big == 0).float().mean() > 0.5  # the projections did prune
 
 
-# -- pDCA_e: formula, extrapolation sequence, restart, theta -> 0 -------------------------------
+# -- pDCA_e: the paper's Algorithm 2, its extrapolation weights, restart, theta -> 0 -----------
+# (docs/algorithms.md section 7)
 
 
-def test_pdca_betas_sequence() -> None:
-    b = pdca_betas(6)
-    assert b[:2] == [0.0, 0.0]
-    assert b[2] == pytest.approx(0.2817535251)
-    # from the recurrence k_{t+1} = (1 + sqrt(1 + 4 k_t^2)) / 2, beta_t = (k_{t-1} - 1) / k_t
-    k = [1.0, 1.0]
-    for _ in range(6):
-        k.append((1 + math.sqrt(1 + 4 * k[-1] ** 2)) / 2)
-    assert b == [(k[i] - 1) / k[i + 1] for i in range(6)]
-    assert pdca_betas(1) == [0.0]
-    assert all(0 <= x < 1 for x in pdca_betas(500))
+def _paper_pdca(x0, grad_at, n_steps, lr, lam, theta, restart):
+    """Algorithm 2 (pDCA_e for r_exp) in numpy float64, written from the paper, not the package.
 
-
-def _np_pdca(y, x, grads, lr, lam, theta, restart, wd=0.0):
-    """Algorithm 2 in numpy float64, straight from algorithms.md s.7 (the parameter holds y)."""
-    k_prev, k = 1.0, 1.0
-    ys, xs = [], []
-    for n, g in enumerate(grads, start=1):
-        g = g + wd * y
-        xi = theta * np.sign(x) * (1 - np.exp(-theta * np.abs(x)))
-        x_new = _np_soft(y - lr * (g - lam * xi), lr * lam * theta)
+    Loop index t = 0, 1, ...: xi^t (line 4), beta_t = (k_{t-1} - 1)/k_t (line 5), k_{t+1} (line 6),
+    y_t = x_t + beta_t (x_t - x_{t-1}) (line 7), x_{t+1} by the case split of line 8 (with the
+    lambda the note drops: the prox of lr*lam*theta*|.|). Fixed restart as in the paper:
+    k_{t-1} = k_t = 1 whenever t is a multiple of ``restart``; t = 0 is the start itself.
+    ``grad_at(t, y)`` is grad f(y_t). Step n of an optimizer is the iteration that makes x_n,
+    after which it holds y_n: returns ys[n-1] = y_n, xs[n-1] = x_n, betas[n-1] = beta_n for
+    n = 1 .. n_steps."""
+    x_prev, x = x0.copy(), x0.copy()  # x^{-1} = x^0
+    k_prev, k = 1.0, 1.0  # k_{-1} = k_0 = 1
+    ys, xs, betas = [], [], []
+    for t in range(n_steps + 1):
+        if t % restart == 0:
+            k_prev, k = 1.0, 1.0
+        xi = np.sign(x) * theta * (1 - np.exp(-theta * np.abs(x)))
         beta = (k_prev - 1) / k
         k_prev, k = k, (1 + math.sqrt(1 + 4 * k * k)) / 2
-        if n % restart == 0:
-            k_prev, k = 1.0, 1.0
-        y = x_new + beta * (x_new - x)
-        x = x_new
-        ys.append(y)
-        xs.append(x)
-    return ys, xs
+        y = x + beta * (x - x_prev)
+        if t > 0:
+            ys.append(y)
+            xs.append(x)
+            betas.append(beta)
+        if t == n_steps:
+            break
+        u = y - lr * (grad_at(t, y) - lam * xi)
+        a = lr * lam * theta
+        x_prev, x = x, np.where(u > a, u - a, np.where(u < -a, u + a, 0.0))
+    return ys, xs, betas
+
+
+def _paper_betas(n_steps: int, restart: int) -> list[float]:
+    """beta_1 .. beta_{n_steps} of the paper's loop (a problem with zero gradient and penalty)."""
+    return _paper_pdca(np.zeros(1), lambda t, y: 0 * y, n_steps, 0.0, 0.0, 1.0, restart)[2]
+
+
+def test_pdca_betas_follow_the_paper_recursion() -> None:
+    betas = _paper_betas(30, 200)
+    # the weights after steps 1, 2, 3, 4 (Wen, Chen & Pong's indexing: y_n uses beta_n)
+    assert betas[:4] == pytest.approx([0.0, 0.2818, 0.4340, 0.5311], abs=5e-5)
+    assert betas[0] == 0.0
+    # the table the kernels index with t % restart holds exactly those weights
+    for restart in (1, 2, 5, 40):
+        table = pdca_betas(restart)
+        assert len(table) == restart
+        paper = _paper_betas(3 * restart + 2, restart)
+        assert [table[t % restart] for t in range(1, len(paper) + 1)] == paper
+    # restart after step n = 5: steps 5, 6, 7 use 0, 0, 0.2818, as y_0 = x_0 and steps 1, 2 do
+    assert _paper_betas(7, 5)[4:] == [0.0, 0.0, betas[1]]
+    assert pdca_betas(1) == [0.0]
+    assert all(0 <= b < 1 for b in pdca_betas(500))
 
 
 @pytest.mark.parametrize("backend", OP_BACKENDS)
@@ -308,7 +332,8 @@ def test_pdca_formula(backend: str, restart: int, wd: float) -> None:
     w = rng.standard_normal(n)
     w[::5] = 0.0
     grads = [rng.standard_normal(n) * 0.3 + 0.2 for _ in range(30)]
-    ys, xs = _np_pdca(w.copy(), w.copy(), grads, lr, lam, theta, restart, wd)
+    ys, xs, _ = _paper_pdca(w, lambda t, y: grads[t] + wd * y, len(grads), lr, lam, theta,
+                            restart)  # fmt: skip
     p, x, step = torch.tensor(w), torch.tensor(w), torch.zeros((), dtype=torch.float32)
     betas = torch.tensor(pdca_betas(restart), dtype=torch.float64)
     for t, g in enumerate(grads):
@@ -320,19 +345,110 @@ def test_pdca_formula(backend: str, restart: int, wd: float) -> None:
 
 
 @pytest.mark.parametrize("backend", OP_BACKENDS)
-def test_pdca_extrapolation_after_steps_and_restart(backend: str) -> None:
-    """The point written by steps 1, 2, 3 of each restart period is x + beta (x - x_prev) with
-    beta = 0, 0, 0.2818: after a restart exactly as at the start."""
-    restart = 4
+def test_pdca_extrapolation_weights_after_each_step_and_restart(backend: str) -> None:
+    """The point written by step n is x_n + beta_n (x_n - x_{n-1}) with the paper's beta_n:
+    0, 0.2818, 0.4340, 0.5311 after steps 1-4; restart=5: steps 5, 6, 7 use 0, 0, 0.2818."""
+    restart, n_steps = 5, 17
+    expected = _paper_betas(n_steps, restart)
     p = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
     x, step = p.clone(), torch.zeros((), dtype=torch.float32)
     betas = torch.tensor(pdca_betas(restart), dtype=torch.float64)
-    expected = [0.0, 0.0, pdca_betas(3)[2], pdca_betas(4)[3]] * 3
-    for n in range(12):
+    for n in range(n_steps):
         x_prev = x.clone()
         g = torch.tensor([0.3, -0.1, 0.2], dtype=torch.float64)
         _op(backend, "pdca_step_")([p], [g], [x], [step], betas, 0.1, 0.0, 1.0, 0.0)
+        assert not torch.equal(x, x_prev)
         torch.testing.assert_close(p, x + expected[n] * (x - x_prev), rtol=0, atol=1e-15)
+
+
+_PAPER_RUN = dict(lr=0.1, lam=0.05, theta=5.0, restart=40)
+
+
+def _paper_problem(shapes, seed: int = 0):
+    """x0 per shape and grad f(y) at loop index t: a diagonal quadratic plus noise drawn from a
+    generator seeded by (seed, t, tensor), all float64."""
+    rng = np.random.default_rng(seed)
+    x0s = [rng.standard_normal(s) * 0.5 for s in shapes]
+    curv = [rng.uniform(0.5, 2.0, s) for s in shapes]
+    centre = [rng.standard_normal(s) * 0.3 for s in shapes]
+
+    def grad_at(i: int):
+        def grad(t: int, y: np.ndarray) -> np.ndarray:
+            noise = np.random.default_rng([seed, t, i]).standard_normal(y.shape)
+            return curv[i] * (y - centre[i]) + 0.2 * noise
+
+        return grad
+
+    return x0s, [grad_at(i) for i in range(len(shapes))]
+
+
+@pytest.mark.parametrize("backend", ["native", "reference"])
+def test_pdca_optimizer_equals_the_papers_algorithm_over_300_steps(backend: str) -> None:
+    """sparseopt.PDCA against _paper_pdca for 300 steps with restarts at 40 (seven restarts):
+    y (the parameters), x (the state, sparse_params()) and eval_params() after every step."""
+    if backend == "native" and not NATIVE:
+        pytest.skip("the native extension is not built")
+    n_steps, hp = 300, _PAPER_RUN
+    shapes = [(24, 30), (6, 4, 3, 3)]
+    x0s, grads = _paper_problem(shapes)
+    paper = [_paper_pdca(x0, g, n_steps, hp["lr"], hp["lam"], hp["theta"], hp["restart"])
+             for x0, g in zip(x0s, grads)]  # fmt: skip
+    params = [nn.Parameter(torch.tensor(x0)) for x0 in x0s]
+    opt = sparseopt.PDCA(params, lr=hp["lr"], l1=hp["lam"], theta=hp["theta"],
+                         restart=hp["restart"], backend=backend)  # fmt: skip
+    for t in range(n_steps):
+        for p, g in zip(params, grads):
+            p.grad = torch.from_numpy(g(t, p.detach().numpy()))
+        opt.step()
+        ys = [p.detach().clone() for p in params]
+        for i, (y, x) in enumerate(zip(ys, opt.sparse_params())):
+            ys_i, xs_i, _ = paper[i]
+            np.testing.assert_allclose(y.numpy(), ys_i[t], rtol=1e-12, atol=5e-14)
+            np.testing.assert_allclose(x.numpy(), xs_i[t], rtol=1e-12, atol=5e-14)
+            assert np.array_equal(x.numpy() == 0, xs_i[t] == 0)
+        with opt.eval_params():
+            for i, p in enumerate(params):
+                np.testing.assert_allclose(p.detach().numpy(), paper[i][1][t], rtol=1e-12,
+                                           atol=5e-14)  # fmt: skip
+        assert all(torch.equal(p.detach(), y) for p, y in zip(params, ys))
+    x_end = paper[0][1][-1]
+    assert 0.05 < (x_end == 0).mean() < 0.95  # the penalty prunes, and not everything
+    assert paper[0][2][hp["restart"] - 1] == 0.0 and paper[0][2][hp["restart"] - 2] > 0.9
+
+
+@pytest.mark.parametrize("backend", OP_BACKENDS)
+def test_pdca_checkpoint_of_the_lagging_version_loads_and_continues_as_the_paper(
+    backend: str,
+) -> None:
+    """A state dict saved by the version whose step t extrapolated with beta_{t-1} has the same
+    keys: it loads, and the resumed steps extrapolate with the paper's beta_t (README)."""
+    restart, saved_at = 7, 10
+    x0s, grads = _paper_problem([(5, 8)], seed=3)
+    hp = dict(lr=0.1, l1=0.05, theta=5.0, restart=restart, backend=backend)
+    old_p = nn.Parameter(torch.tensor(x0s[0]))
+    old = sparseopt.PDCA([old_p], **hp)
+    table = old._beta_table(restart, old_p.device)
+    # the old kernel read betas[(t - 1) % restart]: the same as the rolled table at t % restart
+    old._betas[(restart, old_p.device)] = torch.roll(table, 1)
+    for t in range(saved_at):
+        old_p.grad = torch.from_numpy(grads[0](t, old_p.detach().numpy()))
+        old.step()
+    saved = copy.deepcopy(old.state_dict())
+    assert sorted(saved["state"][0]) == ["step", "x"] and float(saved["state"][0]["step"]) == 10
+
+    p = nn.Parameter(old_p.detach().clone())
+    opt = sparseopt.PDCA([p], **hp)
+    opt.load_state_dict(saved)
+    expected = _paper_betas(saved_at + 8, restart)
+    for t in range(saved_at, saved_at + 8):
+        x_prev = opt.state[p]["x"].clone()
+        p.grad = torch.from_numpy(grads[0](t, p.detach().numpy()))
+        opt.step()
+        x = opt.sparse_params()[0]
+        # step t + 1 of the paper: beta_{t+1} (0 after step 14, the restart)
+        torch.testing.assert_close(p.detach(), x + expected[t] * (x - x_prev), rtol=0,
+                                   atol=1e-15)  # fmt: skip
+    assert float(opt.state[p]["step"]) == saved_at + 8
 
 
 def _lsq(n: int = 60, d: int = 40, seed: int = 0):
@@ -372,11 +488,11 @@ def test_pdca_theta_to_zero_is_proximal_gradient(backend: str) -> None:
         prox.step()
     # extrapolated proximal gradient with the same beta sequence, written out
     y, x = w0.clone(), w0.clone()
-    betas = pdca_betas(200)
+    betas = _paper_betas(50, 200)
     for n in range(50):
         x_new = torch.sign(y - lr * _grad(A, b, y)) * torch.clamp(
             (y - lr * _grad(A, b, y)).abs() - lr * c, min=0)
-        y, x = x_new + betas[n] * (x_new - x), x_new
+        y, x = x_new + betas[n] * (x_new - x), x_new  # step n + 1 ends with beta_{n+1}
     gaps = []
     for theta in (1e-2, 1e-4, 1e-6):
         gap1 = (run_pdca(theta, 1) - q.detach()[0]).abs().max().item()
@@ -470,7 +586,7 @@ def test_obproxsg_phase_and_orthant_freezes_zeros_in_training() -> None:
 def test_pdca_eval_params_swaps_in_x_and_restores_y() -> None:
     model = _model()
     opt = OPTIMS["PDCA"](model.parameters())
-    _train(model, opt, 12)  # restart=7: step 12 extrapolates with beta = 0.43
+    _train(model, opt, 12)  # restart=7: step 12 extrapolates with beta_5 = 0.60
     params = list(model.parameters())
     ys = [p.detach().clone() for p in params]
     xs = [opt.state[p]["x"].clone() for p in params]
@@ -789,3 +905,73 @@ def test_pdca_deepcopy_and_pickle_keep_working() -> None:
     clone = copy.deepcopy(opt)
     with clone.eval_params():
         pass
+
+
+def _pdca_special_values(dtype: torch.dtype) -> torch.Tensor:
+    """x over the whole range of exp(-theta |x|): zeros, subnormals, |x| from 1e-30 to 1e30
+    (arguments from -0 down past the clamp at -40 and past float's underflow), inf, NaN."""
+    mags = torch.logspace(-30, 30, 601, dtype=torch.float64)
+    near_clamp = torch.linspace(7.0, 9.0, 41, dtype=torch.float64)  # theta |x| around 40
+    special = torch.tensor([0.0, -0.0, 1e-45, -1e-40, 1e-310, -5e-324, float("inf"),
+                            float("-inf"), float("nan")], dtype=torch.float64)
+    x = torch.cat([mags, -mags, near_clamp, -near_clamp, special])
+    return x.to(dtype)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("length", [1, 15, 16, 17, 31, 33, 1303])
+def test_pdca_native_equals_reference_over_the_whole_range(dtype: torch.dtype,
+                                                            length: int) -> None:
+    """The vectorised CPU loop runs the rule on 16 (8 for float64) lanes at a time and its
+    last < 16 elements through a padded copy: every value class, every length around a
+    vector, a misaligned start (a view at offset 1), inf/NaN gradients, weight decay and
+    GradScaler -- bit for bit (NaN for NaN, and the sign of every zero)."""
+    gen = torch.Generator().manual_seed(length)
+    xs = _pdca_special_values(dtype)
+    reps = -(-(length + 1) // xs.numel())
+    x_all = xs.repeat(reps)[torch.randperm(xs.numel() * reps, generator=gen)][: length + 1]
+    g_all = torch.randn(length + 1, generator=gen, dtype=torch.float64).to(dtype)
+    g_all[::5] = torch.tensor(float("inf"), dtype=dtype)
+    g_all[3::7] = torch.tensor(float("nan"), dtype=dtype)
+    y_all = (x_all.double() * 0.5 + torch.randn(length + 1, generator=gen,
+                                                 dtype=torch.float64)).to(dtype)
+    betas = torch.tensor(pdca_betas(5), dtype=torch.float64)
+    for wd, scale in [(0.0, None), (0.01, 1024.0)]:
+        sides = []
+        for fn in (torch.ops.sparseopt.pdca_step_, reference.pdca_step_):
+            p, g, x = y_all.clone()[1:], g_all.clone()[1:], x_all.clone()[1:]  # offset 1
+            step = torch.zeros(())
+            gs = None if scale is None else torch.tensor(scale)
+            for _ in range(3):
+                fn([p], [g], [x], [step], betas, 0.05, 0.5, 5.0, wd, gs)
+            sides.append((p, g, x))
+        for name, a, b in zip(("params", "grads", "iterates"), *sides):
+            assert torch.equal(a.isnan(), b.isnan()), name
+            keep = ~a.isnan()
+            assert torch.equal(a[keep], b[keep]), name
+            assert torch.equal(a[keep].signbit(), b[keep].signbit()), name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_exp_of_pdca_is_within_its_stated_ulps(dtype: torch.dtype) -> None:
+    """csrc/rules/pdca.h: exp_neg_clamped is accurate to 1.5 ulp of the math type on [-40, 0]
+    (the kernels equal the reference bit for bit, so the reference is checked): against exp in
+    extended precision (numpy longdouble, 64-bit mantissa) on a dense grid and a log grid."""
+    if np.finfo(np.longdouble).nmant < 63:
+        pytest.skip("numpy's longdouble is not x87 extended precision here")
+    from sparseopt.reference.obprox_pdca import exp_neg_clamped
+
+    a = -torch.cat([torch.linspace(0, 40, 200_001, dtype=torch.float64),
+                    torch.logspace(-45, math.log10(40), 20_001, dtype=torch.float64).clamp(max=40)]
+                   ).to(dtype)
+    got = exp_neg_clamped(a).numpy().astype(np.longdouble)
+    exact = np.exp(a.numpy().astype(np.longdouble))
+    digits = 24 if dtype == torch.float32 else 53  # significand bits
+    ulp = np.ldexp(np.longdouble(1), np.frexp(exact)[1] - digits)
+    err = np.abs(got - exact) / ulp
+    assert err.max() <= 1.5, f"max error {float(err.max()):.3f} ulp"
+    # the edges: exp(-0) and exp(-subnormal) are 1; arguments below -40 are clamped to -40
+    edges = exp_neg_clamped(torch.tensor([-0.0, -1e-45, -40.0, -100.0, -float("inf")],
+                                         dtype=dtype)).tolist()
+    assert edges[:2] == [1.0, 1.0] and edges[2] == edges[3] == edges[4] > 0

@@ -1,5 +1,5 @@
 """The l1 optimizers as drop-in torch optimizers: backends, state_dict, groups, closures,
-schedulers, GradScaler, torch.compile and the iRDA phases."""
+schedulers, GradScaler, torch.compile and the iRDA phases (docs/algorithms.md sections 1-4)."""
 
 from __future__ import annotations
 

@@ -42,16 +42,6 @@ def randn(*shape: int, gen: torch.Generator, dtype=torch.float32, device="cpu") 
     return torch.randn(*shape, generator=gen, dtype=torch.float64).to(dtype=dtype, device=device)
 
 
-@pytest.fixture(params=["simd", "portable"])
-def isa(request, monkeypatch):
-    """Run the CPU kernels once on the AVX-512 path (when the CPU has it) and once portable."""
-    if request.param == "portable":
-        monkeypatch.setenv("SPARSEOPT_CPU_PORTABLE", "1")
-    else:
-        monkeypatch.delenv("SPARSEOPT_CPU_PORTABLE", raising=False)
-    return request.param
-
-
 # ---- the ops against F.conv2d ----------------------------------------------------------------
 PW_SHAPES = [  # (N, C, O, H, W): odd sizes, one pixel, several 64-wide tiles with a tail
     (1, 5, 3, 1, 1),

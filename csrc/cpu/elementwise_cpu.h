@@ -3,7 +3,8 @@
 // at::parallel_for (OpenMP) splits the concatenated element range of the whole tensor list
 // evenly between threads, so a few huge tensors and many small ones balance alike and no chunk
 // table is built. Each thread walks its range tensor by tensor; the inner loop calls the rule's
-// inline formula and is vectorised by the compiler (`omp simd`: the slots never alias).
+// inline formula and is vectorised by the compiler (`omp simd`: the slots never alias), or, for
+// the rules listed in vector_kernels.h, runs the same formula on explicit AVX2 vectors.
 #pragma once
 
 #include <ATen/Dispatch.h>
@@ -15,7 +16,10 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
+
+#include "vector_kernels.h"
 
 namespace sparseopt {
 namespace cpu {
@@ -68,10 +72,30 @@ inline bool cpu_has_avx2_fma() {
 }
 #endif
 
+template <typename S>
+constexpr Storage storage_of() {
+  if constexpr (std::is_same_v<S, float>) return Storage::kFloat;
+  if constexpr (std::is_same_v<S, double>) return Storage::kDouble;
+  if constexpr (std::is_same_v<S, c10::Half>) return Storage::kHalf;
+  static_assert(std::is_same_v<S, c10::BFloat16> || std::is_same_v<S, c10::Half> ||
+                    std::is_same_v<S, float> || std::is_same_v<S, double>,
+                "sparseopt: no storage kind for this scalar type");
+  return Storage::kBFloat16;
+}
+
 template <typename S, class Op, bool kScaled>
 void elementwise_range(const std::array<void*, Op::kDepth>& base, int64_t begin, int64_t end,
                        const Op& op, const typename Op::template Coeffs<at::opmath_type<S>>& c,
                        at::opmath_type<S> inv_scale) {
+#ifdef SPARSEOPT_CPU_VECTOR_KERNELS
+  if constexpr (HasVectorKernel<Op>::value) {
+    if (cpu_has_vector_kernels()) {
+      run_vectorised<Op>(storage_of<S>(), base.data(), begin, end, op, c,
+                         kScaled ? &inv_scale : nullptr);
+      return;
+    }
+  }
+#endif
 #ifdef SPARSEOPT_CPU_AVX2_DISPATCH
   if (cpu_has_avx2_fma()) {
     elementwise_range_avx2<S, Op, kScaled>(base, begin, end, op, c, inv_scale);

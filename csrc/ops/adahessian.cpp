@@ -2,8 +2,6 @@
 //   hutchinson_diag_  -- D from z and Hz: |z*Hz|, averaged over a conv weight's spatial taps
 //   adahessian_step_  -- the fused moment update and step (multi-tensor element-wise kernel)
 #include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -11,6 +9,7 @@
 
 #include "../common/cuda_device.h"
 #include "../common/elementwise.h"
+#include "../cpu/hutchinson_cpu.h"
 #include "../rules/adahessian.h"
 
 #ifdef SPARSEOPT_WITH_CUDA
@@ -54,38 +53,10 @@ void hutchinson_diag_(at::TensorList diags, at::TensorList zs, at::TensorList hz
       TORCH_CHECK(false, name, ": this build of sparseopt has no CUDA kernels");
     } else {
       TORCH_CHECK(diag.is_cpu(), name, ": no native kernel for device ", diag.device());
-      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, diag.scalar_type(), "hutchinson_diag_", [&] {
-        using T = at::opmath_type<scalar_t>;
-        const scalar_t* zp = z.data_ptr<scalar_t>();
-        const scalar_t* hp = hz.data_ptr<scalar_t>();
-        scalar_t* dp = out.data_ptr<scalar_t>();
-        const T w = static_cast<T>(weight);
-        if (row_len == 1) {
-          // Element-wise tensors: the same formula with the row loops gone (row_len a constant
-          // 1) and accumulate hoisted, so that the loop vectorises.
-          at::parallel_for(0, rows, 32768, [&](int64_t b, int64_t e) {
-            if (accumulate) {
-              for (int64_t r = b; r < e; ++r)
-                dp[r] = static_cast<scalar_t>(static_cast<T>(dp[r]) +
-                                              w * rules::hutchinson_row_mean<T>(zp + r, hp + r, 1));
-            } else {
-              for (int64_t r = b; r < e; ++r)
-                dp[r] = static_cast<scalar_t>(T(0) +
-                                              w * rules::hutchinson_row_mean<T>(zp + r, hp + r, 1));
-            }
-          });
-          return;
-        }
-        at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / row_len), [&](int64_t b, int64_t e) {
-          for (int64_t r = b; r < e; ++r) {
-            const int64_t base = r * row_len;
-            const T mean = rules::hutchinson_row_mean<T>(zp + base, hp + base, row_len);
-            for (int64_t k = 0; k < row_len; ++k) {
-              const T prev = accumulate ? static_cast<T>(dp[base + k]) : T(0);
-              dp[base + k] = static_cast<scalar_t>(prev + w * mean);
-            }
-          }
-        });
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, diag.scalar_type(),
+                                      "hutchinson_diag_", [&] {
+        cpu::hutchinson_rows(z.data_ptr<scalar_t>(), hz.data_ptr<scalar_t>(),
+                             out.data_ptr<scalar_t>(), rows, row_len, weight, accumulate);
       });
     }
     if (!out.is_same(diag)) diag.copy_(out);

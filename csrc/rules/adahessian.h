@@ -29,6 +29,12 @@ C10_HOST_DEVICE inline float sqrt_f_(float x) {
 }
 C10_HOST_DEVICE inline double sqrt_f_(double x) { return sqrt_(x); }
 
+// sqrt(x) evaluated in double and rounded once to the math type (hessian_power = 0.5).
+C10_HOST_DEVICE inline float sqrt_via_double_(float x) {
+  return static_cast<float>(sqrt_(static_cast<double>(x)));
+}
+C10_HOST_DEVICE inline double sqrt_via_double_(double x) { return sqrt_(x); }
+
 // x^k for x >= 0 computed in double and rounded once. For float/half/bfloat16 storage (float
 // math) the reference, which does the same with torch.pow, agrees to the last bit whichever pow
 // evaluates it (two double results a few ulp apart round to the same float but with
@@ -96,18 +102,19 @@ struct AdaHessianOp {
             T(lr * weight_decay), T(eps), hessian_power};
   }
 
-  template <typename T>
-  C10_HOST_DEVICE void operator()(T (&v)[kDepth], const Coeffs<T>& c) const {
-    const T g = v[G];
-    const T m = c.b1 * v[M] + c.one_minus_b1 * g;
-    const T sq = c.b2 * v[V] + c.one_minus_b2 * (v[D] * v[D]);
-    T base = sqrt_f_(sq) / c.bc2_sqrt;
+  // Val is T, or a CPU vector of T (csrc/cpu/vec_avx2.h): one formula for every loop.
+  template <typename Val, typename T>
+  C10_HOST_DEVICE void operator()(Val (&v)[kDepth], const Coeffs<T>& c) const {
+    const Val g = v[G];
+    const Val m = c.b1 * v[M] + c.one_minus_b1 * g;
+    const Val sq = c.b2 * v[V] + c.one_minus_b2 * (v[D] * v[D]);
+    Val base = sqrt_f_(sq) / c.bc2_sqrt;
     if constexpr (kPower == HessianPower::kHalf) {
-      base = T(sqrt_(double(base)));
+      base = sqrt_via_double_(base);
     } else if constexpr (kPower == HessianPower::kOther) {
       base = pow_k_(base, c.k);
     }
-    const T denom = base + c.eps;
+    const Val denom = base + c.eps;
     v[W] = v[W] - (c.lr * (m / c.bc1)) / denom - c.lr_wd * v[W];
     v[M] = m;
     v[V] = sq;

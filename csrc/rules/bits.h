@@ -1,4 +1,5 @@
-// Bit-level helpers shared by csrc/rules/obproxsg.h and csrc/rules/pdca.h (no torch here).
+// Bit-level helpers shared by csrc/rules/obproxsg.h and csrc/rules/pdca.h (no torch here; the
+// formulas they serve: docs/algorithms.md sections 6 and 7).
 //
 // GCC 12 with the default -ftrapping-math does not if-convert a select whose arm holds a
 // floating-point operation, nor one after a float-to-int conversion, and then leaves the whole
@@ -71,6 +72,19 @@ C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE T abs_bits_(T x) {
   using U = std::make_unsigned_t<I>;
   constexpr I kMagnitude = static_cast<I>(~(U(1) << (8 * sizeof(I) - 1)));  // 0x7f..f
   return from_bits_(bits_(x) & kMagnitude);
+}
+
+// min(a, b) of two integers (bit patterns).
+template <typename I>
+C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE I imin_(I a, I b) {
+  return a > b ? b : a;
+}
+
+// x << n computed as unsigned (a negative x shifts without undefined behaviour).
+template <typename I>
+C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE I shl_(I x, int n) {
+  using U = std::make_unsigned_t<I>;
+  return static_cast<I>(static_cast<U>(x) << n);
 }
 
 // mask ? a : b for a loop-invariant all-ones / all-zero integer mask, on the bits.

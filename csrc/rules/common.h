@@ -1,4 +1,5 @@
-// Shared scalar helpers for the update rules in csrc/rules/*.h.
+// Shared scalar helpers for the update rules in csrc/rules/*.h (soft threshold, math type and
+// rounding: docs/algorithms.md section 0).
 //
 // Every rule header is included by two loops: the CPU loop (g++, with torch) and the CUDA
 // kernels (nvcc, *without* torch, so that `nvcc -c` checks a kernel in seconds on a machine
@@ -89,19 +90,42 @@ C10_HOST_DEVICE inline double pow_step_(double beta, double t) {
   return hi + lo;
 }
 
+// The scalar type of a math type: T itself, or the lane type of one of the CPU loop's vector
+// types (csrc/cpu/vec_avx2.h specialises it). Rules written over a math type V (operator()
+// templated on V, coefficients in the scalar type) run unchanged on whole vectors there.
+template <typename T>
+struct MathScalar {
+  using type = T;
+};
+template <typename T>
+using math_scalar_t = typename MathScalar<T>::type;
+
 // |x| without a libm call, so the CPU loop vectorizes; keeps NaN as NaN.
 template <typename T>
 C10_HOST_DEVICE inline T abs_(T x) {
   return x < T(0) ? -x : x;
 }
 
+// d < 0 ? 0 : d (NaN and -0 pass through unchanged).
+template <typename T>
+C10_HOST_DEVICE inline T zero_if_negative_(T d) {
+  return d < T(0) ? T(0) : d;
+}
+
+// x where x is NaN, else +0: adding it to a result keeps a NaN input visible.
+template <typename T>
+C10_HOST_DEVICE inline T nan_or_zero_(T x) {
+  return x != x ? x : T(0);
+}
+
 // The l1 proximal map soft(u, a) = sign(u) * max(|u| - a, 0).
 // Exact zero wherever |u| <= a. A NaN in u stays NaN (a diverged run must not be hidden behind
 // zeros). The zero keeps the sign of u, as torch.copysign(clamp_min(|u| - a, 0), u) does.
-template <typename T>
-C10_HOST_DEVICE inline T soft_threshold(T u, T a) {
-  T d = abs_(u) - a;
-  return copysign_(d < T(0) ? T(0) : d, u);
+// (V may be a CPU vector type, a the scalar threshold.)
+template <typename V, typename T>
+C10_HOST_DEVICE inline V soft_threshold(V u, T a) {
+  const V d = abs_(u) - a;
+  return copysign_(zero_if_negative_(d), u);
 }
 
 }  // namespace rules

@@ -1,5 +1,5 @@
 // pDCA_e with the exponential l0 surrogate (docs/algorithms.md section 7; Wen, Chen, Pong 2018;
-// the reproduction note's Algorithm 2).
+// the reproduction note's Algorithm 2). Step counter: docs/algorithms.md section 0.
 //
 // Penalty lambda * sum r(x_i), r(t) = 1 - exp(-theta |t|) = P1 - P2 with P1 = theta |t|, so
 // xi(x) = grad P2(x) = theta * sign(x) * (1 - exp(-theta |x|)). One fused step per element,
@@ -12,18 +12,22 @@
 //   X <- x_new;  P <- y_new
 //
 // beta is a per-step scalar of the FISTA recurrence k_{t+1} = (1 + sqrt(1 + 4 k_t^2)) / 2,
-// beta_t = (k_{t-1} - 1) / k_t, restarted every `restart` steps. It depends only on the position
-// of the step inside the restart period, so Python tabulates it once (betas[m] for
-// m = 0 .. restart-1, a float64 tensor on the parameters' device) and the kernel picks
-// betas[(t - 1) % restart] from the device step counter: no host sync per step, and a step
-// GradScaler skips does not advance the recurrence.
+// beta_t = (k_{t-1} - 1) / k_t from k_{-1} = k_0 = 1, indexed as in the paper: step t makes
+// x_t and then extrapolates with beta_t (0, 0.28, 0.43, ... after steps 1, 2, 3). After step n
+// with n % restart == 0 the pair is reset, k_{n-1} = k_n = 1, so beta depends only on t % restart.
+// Python tabulates it once (betas[m] = beta_m for m = 0 .. restart-1, a float64 tensor on the
+// parameters' device) and the kernel picks betas[t % restart] from the device step counter: no
+// host sync per step, and a step GradScaler skips does not advance the recurrence.
 //
 // exp is computed here from + - * and bit casts only (Cody-Waite range reduction, a Taylor
 // polynomial evaluated by Horner, scaling by an exactly built power of two), not by libm, so the
 // pure-PyTorch reference can replay the very same operations and the CPU kernel equals it bit for
 // bit (torch's own exp is SLEEF on the CPU, whose last bit need not agree with libm's). It is
-// accurate to about 1 ulp of the math type. The argument -theta|x| is clamped to [-40, 0]:
+// within 1.5 ulp of exp on [-40, 0] in float and in double (measured at most 1.14 and 1.01 ulp;
+// tests/test_obprox_pdca.py checks the bound). The argument -theta|x| is clamped to [-40, 0]:
 // 1 - exp(-40) rounds to 1 in both float and double, so the clamp changes no result.
+// The CPU runs it on AVX2 vectors (csrc/cpu/vector_kernels.h): the same operations lane by
+// lane, so the same bits.
 #pragma once
 
 #include <cstdint>
@@ -52,9 +56,11 @@ struct ExpConstants {
   static constexpr double kMagicD = 6755399441055744.0;
 };
 
+// T is float or double, or a CPU vector of them (the same operations on every lane).
 template <typename T>
 C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE T exp_horner_(T r) {
-  constexpr bool kDouble = sizeof(T) == 8;
+  using S = math_scalar_t<T>;
+  constexpr bool kDouble = sizeof(S) == 8;
   constexpr int kDegree = kDouble ? 13 : 7;
   // 1/j! for j = 0..13
   constexpr double inv_fact[14] = {1.0,
@@ -71,38 +77,51 @@ C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE T exp_horner_(T r) {
                                    1.0 / 39916800.0,
                                    1.0 / 479001600.0,
                                    1.0 / 6227020800.0};
-  T p = T(inv_fact[kDegree]);
-  for (int j = kDegree - 1; j >= 0; --j) p = p * r + T(inv_fact[j]);
+  T p = T(S(inv_fact[kDegree]));
+  for (int j = kDegree - 1; j >= 0; --j) p = p * r + S(inv_fact[j]);
   return p;
 }
 
-// exp(a) for a with the sign bit set (a <= -0, or a NaN, which is treated as the clamp bound;
-// callers handle NaN themselves).
+// exp(a) = exp_horner_(r) * scale with a = k ln2 + r, scale = 2^k: the range reduction.
+template <typename T>
+struct ExpReduced {
+  T r, scale;
+};
+
+// The range reduction of exp(a) for a with the sign bit set (a <= -0, or a NaN, which is
+// treated as the clamp bound; callers handle NaN themselves).
 // k = round(a / ln2) by the magic-number addition and 2^k from the same sum's bits: no
 // float-to-int conversion, whose possible trap keeps GCC (with the default -ftrapping-math) from
 // vectorising the CPU loop.
 template <typename T>
-C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE T exp_neg_clamped(T a) {
-  constexpr bool kDouble = sizeof(T) == 8;
+C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE ExpReduced<T> exp_reduce_neg_clamped(T a) {
+  using S = math_scalar_t<T>;
+  constexpr bool kDouble = sizeof(S) == 8;
   constexpr int kMantissa = kDouble ? 52 : 23;
   constexpr int kBias = kDouble ? 1023 : 127;
-  using I = decltype(bits_(a));
-  using U = std::make_unsigned_t<I>;
-  const T magic = T(kDouble ? ExpConstants::kMagicD : ExpConstants::kMagicF);
+  const T magic = T(S(kDouble ? ExpConstants::kMagicD : ExpConstants::kMagicF));
   // a = max(a, -40), NaN -> -40, done on the bits: for a <= -0 (sign bit set) a larger signed
   // bit pattern is a more negative number, and every NaN compares above -40's bits. (The same
   // values as `a >= -40 ? a : -40`, which the reference computes; a float select followed by
   // the integer ops below is what GCC 12 would not vectorise.)
-  const I min_bits = bits_(T(ExpConstants::kMinArg));
-  const I a_bits = bits_(a);
-  a = from_bits_(a_bits > min_bits ? min_bits : a_bits);
-  const T q = a * T(ExpConstants::kLog2e) + magic;
+  a = from_bits_(imin_(bits_(a), bits_(T(S(ExpConstants::kMinArg)))));
+  const T q = a * S(ExpConstants::kLog2e) + magic;
   const T k = q - magic;
-  T r = a - k * T(kDouble ? ExpConstants::kLn2HiD : ExpConstants::kLn2HiF);
-  r = r - k * T(kDouble ? ExpConstants::kLn2LoD : ExpConstants::kLn2LoF);
-  const I ik = bits_(q) - bits_(magic);  // k as an integer, in [-58, 0]
-  const T scale = from_bits_(static_cast<I>(static_cast<U>(ik + kBias) << kMantissa));  // 2^k
-  return exp_horner_(r) * scale;
+  T r = a - k * S(kDouble ? ExpConstants::kLn2HiD : ExpConstants::kLn2HiF);
+  r = r - k * S(kDouble ? ExpConstants::kLn2LoD : ExpConstants::kLn2LoF);
+  const auto ik = bits_(q) - bits_(magic);  // k as an integer, in [-58, 0]
+  return {r, from_bits_(shl_(ik + kBias, kMantissa))};  // 2^k
+}
+
+template <typename T>
+C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE T exp_from_reduced_(const ExpReduced<T>& q) {
+  return exp_horner_(q.r) * q.scale;
+}
+
+// exp(a) for a with the sign bit set, a clamped to >= -40 (see above).
+template <typename T>
+C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE T exp_neg_clamped(T a) {
+  return exp_from_reduced_(exp_reduce_neg_clamped(a));
 }
 
 template <bool kWeightDecay>
@@ -117,7 +136,7 @@ struct PdcaOp {
   double l1;
   double theta;
   double weight_decay;
-  const double* betas;  // betas[m], m = (t - 1) % period, on the parameters' device
+  const double* betas;  // betas[m], m = t % period, on the parameters' device
   long long period;     // = restart >= 1
 
   template <typename T>
@@ -127,26 +146,50 @@ struct PdcaOp {
 
   template <typename T>
   C10_HOST_DEVICE Coeffs<T> coeffs(double step) const {
-    const long long m = (static_cast<long long>(step) - 1) % period;
+    const long long m = static_cast<long long>(step) % period;  // the beta of step t: beta_t
     return {T(lr), T(l1), T(theta), T(lr * l1 * theta), T(weight_decay), T(betas[m])};
   }
 
-  template <typename T>
-  C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE void operator()(T (&v)[kDepth],
-                                                       const Coeffs<T>& c) const {
-    const T y = v[P];
-    const T x = v[X];
-    T g = v[G];
-    if (kWeightDecay) g = g + c.wd * y;
+  // The formula in stages: exp's range reduction of -theta|x| (pre1), xi from it (pre2), then
+  // the step (apply). operator() runs them back to back per element; the CPU's vector loop runs
+  // each stage over a block of elements before the next (the same operations per element: see
+  // csrc/cpu/vector_kernels_avx2.cpp for why). Val is T, or a CPU vector of T
+  // (csrc/cpu/vec_avx2.h): one formula for every loop.
+  static constexpr int kPreSlot = X;
+
+  template <typename Val, typename T>
+  C10_HOST_DEVICE static SPARSEOPT_ALWAYS_INLINE ExpReduced<Val> pre1(Val x, const Coeffs<T>& c) {
     // -theta*|x| has its sign bit set for every x (|x| = +0 for x = -0, as torch.abs gives),
-    // which exp_neg_clamped's clamp on the bits relies on.
-    const T e = exp_neg_clamped(-(c.theta * abs_bits_(x)));
+    // which the clamp on the bits relies on.
+    return exp_reduce_neg_clamped(-(c.theta * abs_bits_(x)));
+  }
+
+  // xi = theta * sign(x) * (1 - exp(-theta |x|)), NaN for NaN.
+  template <typename Val, typename T>
+  C10_HOST_DEVICE static SPARSEOPT_ALWAYS_INLINE Val pre2(const ExpReduced<Val>& reduced, Val x,
+                                                      const Coeffs<T>& c) {
+    const Val e = exp_from_reduced_(reduced);
     // NaN stays NaN; written as an addition (xi + 0 elsewhere) because a select here kept
     // GCC 12 from vectorising the loop.
-    const T xi = copysign_(c.theta * (T(1) - e), x) + (x != x ? x : T(0));
-    const T x_new = soft_threshold(y - c.lr * (g - c.l1 * xi), c.threshold);
+    return copysign_(c.theta * (T(1) - e), x) + nan_or_zero_(x);
+  }
+
+  template <typename Val, typename T>
+  C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE void apply(Val (&v)[kDepth], const Coeffs<T>& c,
+                                                  Val xi) const {
+    const Val y = v[P];
+    const Val x = v[X];
+    Val g = v[G];
+    if (kWeightDecay) g = g + c.wd * y;
+    const Val x_new = soft_threshold(y - c.lr * (g - c.l1 * xi), c.threshold);
     v[P] = x_new + c.beta * (x_new - x);
     v[X] = x_new;
+  }
+
+  template <typename Val, typename T>
+  C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE void operator()(Val (&v)[kDepth],
+                                                       const Coeffs<T>& c) const {
+    apply(v, c, pre2(pre1(v[X], c), v[X], c));
   }
 };
 

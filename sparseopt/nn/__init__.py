@@ -6,8 +6,10 @@ Typical use::
     sparseopt.nn.sparsify(model)          # 1x1 and depthwise nn.Conv2d -> sparse layers
     ... train with a sparsity optimizer, calling sparseopt.nn.update_masks(model) ...
     model.eval()
-    sparseopt.nn.compress(model)          # CSR / tap lists, native sparse kernels
+    fast = sparseopt.nn.compress(model)   # CSR / tap lists, BN folded, ReLU fused (CPU)
 """
+
+from . import inference
 
 from .sparse_conv import (
     DENSE_FALLBACK_DENSITY,
@@ -23,6 +25,7 @@ from .sparse_conv import (
 )
 
 __all__ = [
+    "inference",
     "SparsePointwiseConv2d",
     "SparseDepthwiseConv2d",
     "DENSE_FALLBACK_DENSITY",

@@ -17,6 +17,10 @@ Two modes per layer:
   for the sparse kernel to win (density above :data:`DENSE_FALLBACK_DENSITY`, measured by
   ``benchmarks/bench_conv.py``), the compressed layer runs the dense convolution instead.
 
+For inference on the CPU, :func:`compress` of an eval-mode model also returns a fused copy
+(:mod:`sparseopt.nn.inference`: BatchNorm folded, ReLU/ReLU6 in the kernels' epilogues, one
+channel-major activation layout, a large batch run a few images at a time).
+
 ``state_dict`` holds the dense ``weight``, ``bias`` and ``mask`` only; the compressed buffers are
 rebuilt from them (a compressed layer recompresses itself when its weight or mask change). Under
 ``torch.compile`` / ``torch.export`` (``torch.compiler.is_compiling()``) that staleness check is
@@ -696,12 +700,33 @@ def _sparse_layers(model: nn.Module) -> list[_SparseConv2d]:
     return [m for m in model.modules() if isinstance(m, _SparseConv2d)]
 
 
-def compress(model: nn.Module, dense_threshold: float | None = None) -> nn.Module:
-    """Call :meth:`compress` on every sparse layer of ``model`` (typically after
-    ``model.eval()``) and return ``model``."""
+def compress(model: nn.Module, dense_threshold: float | None = None,
+             fuse: bool | None = None) -> nn.Module:
+    """Compress every sparse layer of ``model`` (:meth:`_SparseConv2d.compress`, in place) and
+    return the model to run for inference.
+
+    With ``fuse`` (default: when ``model`` is in eval mode and all its parameters and buffers are
+    on the CPU) the return value is a fused inference copy built by
+    :func:`sparseopt.nn.inference.fuse_for_inference`: BatchNorm folded into the convolution
+    before it, ReLU/ReLU6 clamped in the kernels' epilogues, one channel-major activation layout
+    through the sparse layers (no layout copies), the same outputs as ``model`` in eval mode.
+    It is a snapshot: call ``compress`` again after changing the weights. ``model`` itself is
+    compressed in place either way, so code that keeps using ``model`` runs as before; with
+    ``fuse=False`` (or in training mode, or off the CPU) ``model`` is returned.
+    """
     for m in _sparse_layers(model):
         m.compress(dense_threshold)
-    return model
+    on_cpu = all(t.device.type == "cpu" for t in list(model.parameters()) + list(model.buffers()))
+    if fuse is None:
+        fuse = not model.training and on_cpu
+    if not fuse:
+        return model
+    if not on_cpu:
+        raise ValueError("compress(fuse=True): the fused inference modules run on the CPU; the "
+                         "model has parameters or buffers on another device (use fuse=False)")
+    from .inference import fuse_for_inference
+
+    return fuse_for_inference(model)
 
 
 def decompress(model: nn.Module) -> nn.Module:
@@ -716,6 +741,18 @@ def update_masks(model: nn.Module) -> nn.Module:
     for m in _sparse_layers(model):
         m.update_mask()
     return model
+
+
+@torch.no_grad()
+def batchnorm_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) with ``bn(y) == y * scale + shift`` per channel in eval mode."""
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -bn.running_mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    return scale, shift
 
 
 @torch.no_grad()
@@ -750,13 +787,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
                 raise RuntimeError(
                     "fold_batchnorm: a BatchNorm2d is in training mode; call model.eval() first"
                 )
-            var, mean = bn.running_var, bn.running_mean
-            scale = torch.rsqrt(var + bn.eps)
-            if bn.weight is not None:
-                scale = scale * bn.weight
-            shift = -mean * scale
-            if bn.bias is not None:
-                shift = shift + bn.bias
+            scale, shift = batchnorm_scale_shift(bn)
             conv.weight.mul_(scale.reshape(-1, 1, 1, 1).to(conv.weight.dtype))
             if conv.bias is None:
                 conv.bias = nn.Parameter(shift.to(conv.weight.dtype).clone(),

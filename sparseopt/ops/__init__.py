@@ -72,6 +72,15 @@ SCHEMAS: dict[str, str] = {
         "(Tensor x, Tensor tap_ptr, Tensor tap_idx, Tensor values, Tensor? bias, "
         "int[2] kernel_size, int[2] stride=1, int[2] padding=0) -> Tensor"
     ),
+    "csr_pointwise_conv2d_fused": (
+        "(Tensor x, Tensor row_ptr, Tensor col_idx, Tensor values, Tensor? bias, float act_min, "
+        "float act_max, bool channel_major) -> Tensor"
+    ),
+    "sparse_depthwise_conv2d_fused": (
+        "(Tensor x, Tensor tap_ptr, Tensor tap_idx, Tensor values, Tensor? bias, "
+        "int[2] kernel_size, int[2] stride, int[2] padding, float act_min, float act_max, "
+        "bool channel_major) -> Tensor"
+    ),
 }
 
 REFERENCES: dict[str, Callable[..., Any]] = {
@@ -85,12 +94,16 @@ REFERENCES: dict[str, Callable[..., Any]] = {
     "pdca_step_": _reference.pdca_step_,
     "csr_pointwise_conv2d": _reference.csr_pointwise_conv2d,
     "sparse_depthwise_conv2d": _reference.sparse_depthwise_conv2d,
+    "csr_pointwise_conv2d_fused": _reference.sparse_conv.csr_pointwise_conv2d_fused,
+    "sparse_depthwise_conv2d_fused": _reference.sparse_conv.sparse_depthwise_conv2d_fused,
 }
 
 # Fake kernels of the ops that return tensors (the in-place optimizer ops use _make_fake below).
 FAKES: dict[str, Callable[..., Any]] = {
     "csr_pointwise_conv2d": _reference.sparse_conv.csr_pointwise_conv2d_fake,
     "sparse_depthwise_conv2d": _reference.sparse_conv.sparse_depthwise_conv2d_fake,
+    "csr_pointwise_conv2d_fused": _reference.sparse_conv.csr_pointwise_conv2d_fused_fake,
+    "sparse_depthwise_conv2d_fused": _reference.sparse_conv.sparse_depthwise_conv2d_fused_fake,
 }
 
 # Autograd formulas (backward, setup_context) of the differentiable ops.
@@ -276,6 +289,8 @@ obproxsg_step_ = torch.ops.sparseopt.obproxsg_step_
 pdca_step_ = torch.ops.sparseopt.pdca_step_
 csr_pointwise_conv2d = torch.ops.sparseopt.csr_pointwise_conv2d
 sparse_depthwise_conv2d = torch.ops.sparseopt.sparse_depthwise_conv2d
+csr_pointwise_conv2d_fused = torch.ops.sparseopt.csr_pointwise_conv2d_fused
+sparse_depthwise_conv2d_fused = torch.ops.sparseopt.sparse_depthwise_conv2d_fused
 
 __all__ = [
     "SCHEMAS",
@@ -296,6 +311,8 @@ __all__ = [
     "pdca_step_",
     "csr_pointwise_conv2d",
     "sparse_depthwise_conv2d",
+    "csr_pointwise_conv2d_fused",
+    "sparse_depthwise_conv2d_fused",
     "FAKES",
     "AUTOGRAD",
 ]

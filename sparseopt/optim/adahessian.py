@@ -1,4 +1,5 @@
-"""AdaHessian (Yao et al. 2020): Adam with the Hutchinson estimate of the Hessian diagonal."""
+"""AdaHessian (Yao et al. 2020): Adam with the Hutchinson estimate of the Hessian diagonal
+(docs/algorithms.md section 9)."""
 
 from __future__ import annotations
 

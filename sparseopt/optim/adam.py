@@ -1,4 +1,5 @@
-"""Adam and AdamW as one fused multi-tensor kernel per parameter group, drop-in for torch's."""
+"""Adam and AdamW as one fused multi-tensor kernel per parameter group, drop-in for torch's
+(docs/algorithms.md section 8)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """OBProx-SG and OBProx-SG+ (Chen et al. 2020, "Orthant Based Proximal Stochastic Gradient
-Method for l1-Regularized Optimization"; reference code tianyic/obproxsg)."""
+Method for l1-Regularized Optimization"; reference code tianyic/obproxsg); docs/algorithms.md
+section 6."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """pDCA_e: the proximal DC algorithm with extrapolation (Wen, Chen, Pong 2018) for the
-exponential l0 surrogate ``r(t) = 1 - exp(-theta |t|)`` (the reproduction note's Algorithm 2)."""
+exponential l0 surrogate ``r(t) = 1 - exp(-theta |t|)`` (the reproduction note's Algorithm 2;
+docs/algorithms.md section 7)."""
 
 from __future__ import annotations
 
@@ -27,9 +28,12 @@ class PDCA(SparseOptimizer):
         y_{t+1} = x_{t+1} + \beta\,(x_{t+1} - x_t)
 
     with the FISTA weights ``beta`` of Algorithm 2 (``k_{-1} = k_0 = 1``,
-    ``k_{t+1} = (1 + sqrt(1 + 4 k_t^2)) / 2``, ``beta_t = (k_{t-1} - 1) / k_t``): the point written
-    by steps 1, 2, 3, ... of each restart period uses beta = 0, 0, 0.28, 0.43, ...; after every
-    ``restart`` steps the pair ``k`` is reset to 1, so the next extrapolation is 0 again.
+    ``k_{t+1} = (1 + sqrt(1 + 4 k_t^2)) / 2``, ``beta_t = (k_{t-1} - 1) / k_t``), indexed as in
+    the paper: step ``t`` makes ``x_t`` and writes ``y_t = x_t + beta_t (x_t - x_{t-1})``, so
+    steps 1, 2, 3, 4 extrapolate with 0, 0.2818, 0.4340, 0.5311. After step ``n`` with
+    ``n % restart == 0`` the pair is reset (``k_{n-1} = k_n = 1``): steps n, n + 1, n + 2 then
+    use 0, 0, 0.2818, the weights of ``y_0 = x_0`` and of steps 1 and 2 (docs/algorithms.md
+    section 7).
 
     **Which point the parameter holds.** The gradient must be taken at the extrapolated point,
     so between steps each parameter holds ``y`` and the optimizer state ``"x"`` holds the sparse
@@ -142,9 +146,9 @@ class PDCA(SparseOptimizer):
         return super().step(closure)
 
     def sparse_params(self) -> list[Tensor]:
-        """The sparse iterate ``x`` of every parameter, in ``param_groups`` order (the parameter
-        itself where it has not been stepped yet, since then ``x = y``). These are the state
-        tensors, not copies."""
+        """The sparse iterate ``x`` of every parameter, in ``param_groups`` order: after step
+        ``t`` the paper's ``x_t`` (the parameter itself where it has not been stepped yet,
+        since then ``x_0 = y_0``). These are the state tensors, not copies."""
         out = []
         for group in self.param_groups:
             for p in group["params"]:
@@ -154,9 +158,10 @@ class PDCA(SparseOptimizer):
 
     @contextlib.contextmanager
     def eval_params(self) -> Iterator[None]:
-        """Within the block the parameters hold the sparse iterate ``x`` (for evaluation and
-        export); on exit, also on an exception, they hold ``y`` again, bit for bit. Nesting the
-        block, or calling :meth:`step` inside it, raises RuntimeError."""
+        """Within the block the parameters hold the sparse iterate ``x_t`` (for evaluation and
+        export) instead of the extrapolated ``y_t = x_t + beta_t (x_t - x_{t-1})``; on exit, also
+        on an exception, they hold ``y_t`` again, bit for bit. Nesting the block, or calling
+        :meth:`step` inside it, raises RuntimeError."""
         if self._in_eval:
             raise RuntimeError(
                 f"{self._owner}: eval_params() is already active; it cannot be nested (the "
@@ -181,6 +186,14 @@ class PDCA(SparseOptimizer):
                     p.copy_(y)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state dict (see :meth:`SparseOptimizer.load_state_dict`).
+
+        A state dict saved by an earlier sparseopt, whose step ``t`` extrapolated with
+        ``beta_{t-1}`` (one step behind the paper), has the same keys and loads as is: ``step``
+        is still the number of steps taken and ``x`` the iterate ``x_t``. Only the parameters'
+        ``y_t`` was extrapolated with that older weight; the resumed run takes its next gradient
+        there and follows the paper from step ``t + 1`` on (README, pDCA_e).
+        """
         if self._in_eval:
             raise RuntimeError(
                 f"{self._owner}: load_state_dict() inside `with opt.eval_params():` is not "

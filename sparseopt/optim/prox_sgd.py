@@ -1,4 +1,5 @@
-"""Prox-SGD and sqrt(t)-Prox-SGD (iRDA paper eq. 17-18 and 21-22)."""
+"""Prox-SGD and sqrt(t)-Prox-SGD (iRDA paper eq. 17-18 and 21-22; docs/algorithms.md sections 1
+and 2)."""
 
 from __future__ import annotations
 

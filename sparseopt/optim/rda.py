@@ -1,4 +1,5 @@
-"""RDA and iRDA (iRDA paper, Algorithm 1): regularized dual averaging with an l1 penalty."""
+"""RDA and iRDA (iRDA paper, Algorithm 1): regularized dual averaging with an l1 penalty
+(docs/algorithms.md sections 3 and 4)."""
 
 from __future__ import annotations
 

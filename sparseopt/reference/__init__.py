@@ -3,7 +3,8 @@
 Each function has the signature and semantics of the native op of the same name in
 ``torch.ops.sparseopt``. They are the test oracle (native kernels must match them, the
 optimizer rules bit for bit) and the fallback wherever no native kernel exists (no compiled
-extension, or a device without one).
+extension, or a device without one). The formulas are in docs/algorithms.md, one numbered
+section per rule (section 0 for what they share).
 """
 
 from . import sparse_conv

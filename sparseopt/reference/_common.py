@@ -1,4 +1,5 @@
-"""Helpers shared by the pure-PyTorch reference kernels.
+"""Helpers shared by the pure-PyTorch reference kernels (the shared conventions: soft threshold,
+math type, step counter and GradScaler, docs/algorithms.md section 0).
 
 The references are the oracle the native kernels are tested against, bit for bit, and the
 fallback where no native kernel exists. They follow the numerical contract of csrc/rules/common.h:

@@ -1,5 +1,5 @@
 """Pure-PyTorch reference of AdaHessian's two ops (csrc/rules/adahessian.h), same operation
-order as the native kernels."""
+order as the native kernels; formulas in docs/algorithms.md section 9."""
 
 from __future__ import annotations
 

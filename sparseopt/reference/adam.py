@@ -1,8 +1,8 @@
-"""Pure-PyTorch reference of Adam/AdamW (``adam_step_``), the op order of torch.optim.Adam's
-single-tensor path (csrc/rules/adam.h), fused multiply-adds included. The one difference from
-``torch.optim.Adam(foreach=False)`` is the square root: correctly rounded here and in the native
-kernel, while torch's vectorised float32 sqrt is sometimes one ulp off. fp16/bf16 are computed in
-fp32 and rounded once, like the native kernel."""
+"""Pure-PyTorch reference of Adam/AdamW (``adam_step_``; docs/algorithms.md section 8), the op
+order of torch.optim.Adam's single-tensor path (csrc/rules/adam.h), fused multiply-adds included.
+The one difference from ``torch.optim.Adam(foreach=False)`` is the square root: correctly rounded
+here and in the native kernel, while torch's vectorised float32 sqrt is sometimes one ulp off.
+fp16/bf16 are computed in fp32 and rounded once, like the native kernel."""
 
 from __future__ import annotations
 

@@ -2,8 +2,9 @@
 
 Same signatures and semantics as the native ops ``torch.ops.sparseopt.obproxsg_step_`` and
 ``torch.ops.sparseopt.pdca_step_`` (csrc/ops/obprox_pdca.cpp); formulas in docs/algorithms.md
-sections 6 and 7 and csrc/rules/obproxsg.h, csrc/rules/pdca.h, replayed operation by operation
-so that the native CPU kernels equal these functions bit for bit.
+sections 6 and 7 (OBProx-SG, pDCA_e; the step counter: docs/algorithms.md section 0) and
+csrc/rules/obproxsg.h, csrc/rules/pdca.h, replayed operation by operation so that the native CPU
+kernels equal these functions bit for bit.
 """
 
 from __future__ import annotations
@@ -96,12 +97,16 @@ def obproxsg_step_(
 
 
 def pdca_betas(restart: int) -> list[float]:
-    """The extrapolation weights of one restart period: ``betas[m]`` is the beta of the step
-    with ``(t - 1) % restart == m`` (t counted from 1).
+    """The extrapolation weights of one restart period (docs/algorithms.md section 7):
+    ``betas[m]`` is the beta with which step t extrapolates when ``t % restart == m`` (t counted
+    from 1): ``betas[m] = beta_m = (k_{m-1} - 1) / k_m`` of the FISTA recurrence
+    ``k_{m+1} = (1 + sqrt(1 + 4 k_m^2)) / 2`` from ``k_{-1} = k_0 = 1``.
 
-    The FISTA recurrence of Algorithm 2 from ``k_{-1} = k_0 = 1``: step m uses
-    ``beta = (k_{m-1} - 1) / k_m`` and then advances ``k_{m+1} = (1 + sqrt(1 + 4 k_m^2)) / 2``;
-    after every ``restart`` steps the pair is back to ``(1, 1)``. So betas = 0, 0, 0.2818, ...
+    Indexed as in the paper: the step that makes ``x_t`` is followed by
+    ``y_t = x_t + beta_t (x_t - x_{t-1})``, so steps 1, 2, 3 extrapolate with 0, 0.2818, 0.4340
+    (``betas[0] = beta_0 = 0`` belongs to no step of the first period: ``y_0 = x_0``). After step
+    n with ``n % restart == 0`` the pair is reset to ``k_{n-1} = k_n = 1``, so step n uses
+    ``betas[0] = 0``, step n + 1 ``betas[1] = 0`` and step n + 2 ``betas[2] = 0.2818``.
     """
     if isinstance(restart, bool) or not isinstance(restart, int) or restart < 1:
         raise ValueError(f"pdca_betas: invalid restart = {restart!r}; accepted: an int >= 1")
@@ -168,7 +173,7 @@ def pdca_step_(
     grad_scale: Tensor | None = None,
     found_inf: Tensor | None = None,
 ) -> None:
-    """pDCA_e: with ``y`` = params, ``x`` = iterates, ``beta = betas[(t-1) % len(betas)]``::
+    """pDCA_e: with ``y`` = params, ``x`` = iterates, ``beta = betas[t % len(betas)]``::
 
         x_new = soft(y - lr*(g + wd*y - l1*xi(x)), lr*l1*theta);  y_new = x_new + beta*(x_new - x)
 
@@ -203,7 +208,7 @@ def pdca_step_(
     period = betas.numel()
     for i, (p, grad) in enumerate(zip(params, grads)):
         T = opmath_dtype(p.dtype)
-        beta = float(betas[(int(ts[i]) - 1) % period])
+        beta = float(betas[int(ts[i]) % period])  # beta_t: the paper's index (section 7)
         y = p.to(T)
         x = iterates[i].to(T)
         g = load_grad(grad, T, inv_scale(grad_scale, T))

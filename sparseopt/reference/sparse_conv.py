@@ -11,6 +11,11 @@ Formats (all index tensors int32, on the input's device):
   ``values[nnz]``; output channel ``o`` owns entries ``row_ptr[o]:row_ptr[o + 1]``;
 * depthwise, per channel list of nonzero taps: ``tap_ptr[C + 1]``, ``tap_idx[nnz]``
   (``ky * kw + kx``), ``values[nnz]``.
+
+The ``*_fused`` ops (sparseopt's inference modules) are the same convolutions followed by a clamp
+to ``[act_min, act_max]`` (ReLU: ``[0, inf]``, ReLU6: ``[0, 6]``, none: ``[-inf, inf]``), with
+the output in NCHW or, for ``channel_major``, in memory ``[C, N, H, W]`` returned as the
+``[N, C, H, W]`` view (same values and shape, other strides).
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ __all__ = [
     "taps_to_dense",
     "csr_pointwise_conv2d_fake",
     "sparse_depthwise_conv2d_fake",
+    "csr_pointwise_conv2d_fused",
+    "sparse_depthwise_conv2d_fused",
+    "csr_pointwise_conv2d_fused_fake",
+    "sparse_depthwise_conv2d_fused_fake",
 ]
 
 
@@ -188,6 +197,75 @@ def sparse_depthwise_conv2d_fake(
     ph, pw = _pair(padding, "padding")
     n, c, h, w = x.shape
     return x.new_empty((n, c, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1))
+
+
+def _check_act(op: str, act_min: float, act_max: float) -> None:
+    if not act_min <= act_max:
+        raise RuntimeError(f"sparseopt::{op}: need act_min <= act_max (neither NaN), got "
+                           f"act_min={act_min}, act_max={act_max}")
+
+
+def _in_layout(out: torch.Tensor, channel_major: bool) -> torch.Tensor:
+    """``out`` (values and shape kept) in NCHW or in channel-major memory ``[C, N, H, W]``."""
+    if channel_major:
+        return out.permute(1, 0, 2, 3).contiguous().permute(1, 0, 2, 3)
+    return out.contiguous()
+
+
+def csr_pointwise_conv2d_fused(
+    x: torch.Tensor,
+    row_ptr: torch.Tensor,
+    col_idx: torch.Tensor,
+    values: torch.Tensor,
+    bias: torch.Tensor | None,
+    act_min: float,
+    act_max: float,
+    channel_major: bool,
+) -> torch.Tensor:
+    """:func:`csr_pointwise_conv2d`, clamped to ``[act_min, act_max]``, in the chosen layout."""
+    _check_act("csr_pointwise_conv2d_fused", act_min, act_max)
+    out = csr_pointwise_conv2d(x, row_ptr, col_idx, values, bias)
+    return _in_layout(out.clamp(act_min, act_max), channel_major)
+
+
+def sparse_depthwise_conv2d_fused(
+    x: torch.Tensor,
+    tap_ptr: torch.Tensor,
+    tap_idx: torch.Tensor,
+    values: torch.Tensor,
+    bias: torch.Tensor | None,
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    act_min: float,
+    act_max: float,
+    channel_major: bool,
+) -> torch.Tensor:
+    """:func:`sparse_depthwise_conv2d`, clamped to ``[act_min, act_max]``, in the chosen layout."""
+    _check_act("sparse_depthwise_conv2d_fused", act_min, act_max)
+    out = sparse_depthwise_conv2d(x, tap_ptr, tap_idx, values, bias, kernel_size, stride, padding)
+    return _in_layout(out.clamp(act_min, act_max), channel_major)
+
+
+def _fake_in_layout(x: torch.Tensor, shape: tuple, channel_major: bool) -> torch.Tensor:
+    if channel_major:
+        n, c, h, w = shape
+        return x.new_empty((c, n, h, w)).permute(1, 0, 2, 3)
+    return x.new_empty(shape)
+
+
+def csr_pointwise_conv2d_fused_fake(x, row_ptr, col_idx, values, bias, act_min, act_max,  # noqa: ANN001, ANN201
+                                    channel_major):
+    """Fake (meta) kernel: the output's shape, dtype, device and strides, no data."""
+    out = csr_pointwise_conv2d_fake(x, row_ptr, col_idx, values, bias)
+    return _fake_in_layout(x, tuple(out.shape), channel_major)
+
+
+def sparse_depthwise_conv2d_fused_fake(x, tap_ptr, tap_idx, values, bias, kernel_size, stride,  # noqa: ANN001, ANN201
+                                       padding, act_min, act_max, channel_major):
+    """Fake (meta) kernel: the output's shape, dtype, device and strides, no data."""
+    out = sparse_depthwise_conv2d_fake(x, tap_ptr, tap_idx, values, bias, kernel_size, stride, padding)
+    return _fake_in_layout(x, tuple(out.shape), channel_major)
 
 
 # ---- autograd formulas of the two ops (registered with torch.library.register_autograd) -------

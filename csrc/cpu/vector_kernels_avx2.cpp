@@ -1,0 +1,375 @@
+// The AVX2 kernels of csrc/cpu/vector_kernels.h: the rules of csrc/rules/*.h run on the vector
+// types of csrc/cpu/vec_avx2.h.
+//
+// The build targets the x86-64 baseline; this file switches the code generator to AVX2+F16C
+// after the standard headers (which stay baseline) and before the rule headers, so the rules'
+// templates instantiated here on vector types are compiled for AVX2. The caller checks
+// cpu_has_vector_kernels() (compiled for the baseline, above the switch) first.
+#include <cpuid.h>
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstdint>
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+
+namespace sparseopt {
+namespace cpu {
+
+bool cpu_has_vector_kernels() {
+  static const bool has = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C);
+    return f16c && __builtin_cpu_supports("avx2");
+  }();
+  return has;
+}
+
+}  // namespace cpu
+}  // namespace sparseopt
+
+#pragma GCC push_options
+#pragma GCC target("avx2,f16c")
+
+#include "../rules/adahessian.h"
+#include "../rules/pdca.h"
+#include "vec_avx2.h"
+#include "vector_kernels.h"
+
+namespace sparseopt {
+namespace cpu {
+namespace {
+
+// Storage layouts (bit-compatible with c10::Half / c10::BFloat16, which need torch headers).
+struct HalfBits {
+  uint16_t x;
+};
+struct BFloat16Bits {
+  uint16_t x;
+};
+
+using F32 = Vec<PsTraits, 2>;  // 16 floats: two independent registers per value
+using F64 = Vec<PdTraits, 2>;  // 8 doubles
+
+template <typename S>
+using VecFor = std::conditional_t<std::is_same_v<S, double>, F64, F32>;
+
+// 8 uint32 values < 2^16 -> 8 uint16 (in order).
+__attribute__((always_inline)) inline __m128i narrow_u32_to_u16(__m256i v) {
+  const __m256i packed = _mm256_packus_epi32(v, v);  // per 128-bit lane: a0..3 a0..3 | a4..7 a4..7
+  return _mm256_castsi256_si128(_mm256_permute4x64_epi64(packed, 0x08));  // a0..3 a4..7
+}
+
+template <typename S, class V>
+__attribute__((always_inline)) inline V load(const S* p) {
+  constexpr int L = V::kLanes / V::kRegs;
+  V v;
+  for (int i = 0; i < V::kRegs; ++i) {
+    if constexpr (std::is_same_v<S, float>) {
+      v.r[i] = _mm256_loadu_ps(p + i * L);
+    } else if constexpr (std::is_same_v<S, double>) {
+      v.r[i] = _mm256_loadu_pd(p + i * L);
+    } else {
+      const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i * L));
+      if constexpr (std::is_same_v<S, HalfBits>) {
+        v.r[i] = _mm256_cvtph_ps(h);  // exact, as c10::Half -> float
+      } else {  // bfloat16: the upper half of a float, as c10::BFloat16 -> float
+        v.r[i] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+      }
+    }
+  }
+  return v;
+}
+
+template <typename S, class V>
+__attribute__((always_inline)) inline void store(S* p, const V& v) {
+  constexpr int L = V::kLanes / V::kRegs;
+  for (int i = 0; i < V::kRegs; ++i) {
+    if constexpr (std::is_same_v<S, float>) {
+      _mm256_storeu_ps(p + i * L, v.r[i]);
+    } else if constexpr (std::is_same_v<S, double>) {
+      _mm256_storeu_pd(p + i * L, v.r[i]);
+    } else {
+      const __m256 x = v.r[i];
+      const __m256i u = _mm256_castps_si256(x);
+      const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+      __m256i out;
+      if constexpr (std::is_same_v<S, HalfBits>) {
+        // Round to nearest even (c10::Half's conversion); a NaN becomes sign | 0x7E00 as there.
+        const __m256i h = _mm256_cvtepu16_epi32(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
+        const __m256i nan_h = _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x8000)),
+            _mm256_set1_epi32(0x7E00));
+        out = _mm256_blendv_epi8(h, nan_h, nan);
+      } else {
+        // c10::BFloat16's round_to_nearest_even: (u + 0x7FFF + ((u >> 16) & 1)) >> 16, NaN 0x7FC0.
+        const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+        const __m256i bias = _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7FFF));
+        const __m256i b = _mm256_srli_epi32(_mm256_add_epi32(u, bias), 16);
+        out = _mm256_blendv_epi8(b, _mm256_set1_epi32(0x7FC0), nan);
+      }
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(p + i * L), narrow_u32_to_u16(out));
+    }
+  }
+}
+
+// Rules split in stages (PdcaOp: pre1, pre2 from x, then apply).
+template <class Op, class = void>
+struct HasPreStage : std::false_type {};
+template <class Op>
+struct HasPreStage<Op, std::void_t<decltype(Op::kPreSlot)>> : std::true_type {};
+
+// One vector's worth of elements at q[0..kDepth): the scalar loop's body (csrc/cpu/
+// elementwise_cpu.h) on V. With kPre, the first stage's result for these elements is given.
+template <class Op, typename S, class V, bool kScaled, bool kPre, typename T>
+__attribute__((always_inline)) inline void block(S* const* q, const Op& op,
+                                                 const typename Op::template Coeffs<T>& c,
+                                                 T inv_scale, const V* pre) {
+  constexpr int D = Op::kDepth;
+  V v[D];
+  for (int d = 0; d < D; ++d) v[d] = load<S, V>(q[d]);
+  if constexpr (kScaled) {
+    v[Op::kGrad] = v[Op::kGrad] * V(inv_scale);
+    store<S>(q[Op::kGrad], v[Op::kGrad]);
+  }
+  if constexpr (kPre) {
+    op.apply(v, c, *pre);
+  } else {
+    op(v, c);
+  }
+  for (int d = 0; d < D; ++d)
+    if ((Op::kWrites >> d) & 1u) store<S>(q[d], v[d]);
+}
+
+// Vectors per block of the two-stage loop (256 floats: the first stage's results stay in L1).
+constexpr int kStageBlock = 16;
+
+// flatten: every call below is inlined (the rule's operator() included), so the vector values
+// stay in registers.
+template <class Op, typename S, bool kScaled, typename T>
+__attribute__((flatten)) void range(void* const* base, int64_t begin, int64_t end, const Op& op,
+                                    const typename Op::template Coeffs<T>& coeffs, T inv_scale) {
+  using V = VecFor<S>;
+  constexpr int D = Op::kDepth;
+  constexpr int W = V::kLanes;
+  const auto c = coeffs;  // a local copy: no store can alias it, so it stays in registers
+  S* q[D];
+  int64_t j = begin;
+  if constexpr (HasPreStage<Op>::value) {
+    // Loop fission by blocks: pDCA_e's formula is one long dependency chain per element (exp's
+    // range reduction, its polynomial, then the step): the out-of-order window (about 30
+    // elements' worth of instructions) cannot cover its latency, so the core idles. Each
+    // stage run over a whole block is a chain about a third as long (the product of latency
+    // and instructions per element, which bounds the time here, shrinks accordingly). Every
+    // element still gets exactly the operations of operator().
+    rules::ExpReduced<V> reduced[kStageBlock];
+    V pre[kStageBlock];
+    for (; j + kStageBlock * W <= end; j += kStageBlock * W) {
+      const S* x = static_cast<const S*>(base[Op::kPreSlot]) + j;
+      for (int b = 0; b < kStageBlock; ++b) reduced[b] = Op::pre1(load<S, V>(x + b * W), c);
+      for (int b = 0; b < kStageBlock; ++b) pre[b] = Op::pre2(reduced[b], load<S, V>(x + b * W), c);
+      for (int b = 0; b < kStageBlock; ++b) {
+        for (int d = 0; d < D; ++d) q[d] = static_cast<S*>(base[d]) + j + b * W;
+        block<Op, S, V, kScaled, true>(q, op, c, inv_scale, &pre[b]);
+      }
+    }
+  }
+  for (; j + W <= end; j += W) {
+    for (int d = 0; d < D; ++d) q[d] = static_cast<S*>(base[d]) + j;
+    block<Op, S, V, kScaled, false>(q, op, c, inv_scale, static_cast<const V*>(nullptr));
+  }
+  if (j < end) {
+    // The last < W elements go through a zero-padded copy, so that they take the very same
+    // vector code (the padding lanes compute on zeros and are dropped).
+    const int64_t n = end - j;
+    S buf[D][W] = {};
+    for (int d = 0; d < D; ++d) {
+      std::memcpy(buf[d], static_cast<S*>(base[d]) + j, n * sizeof(S));
+      q[d] = buf[d];
+    }
+    block<Op, S, V, kScaled, false>(q, op, c, inv_scale, static_cast<const V*>(nullptr));
+    for (int d = 0; d < D; ++d)
+      if (((Op::kWrites >> d) & 1u) || (kScaled && d == Op::kGrad))
+        std::memcpy(static_cast<S*>(base[d]) + j, buf[d], n * sizeof(S));
+  }
+}
+
+template <class Op, typename S, typename T>
+void range_scaled_or_not(void* const* base, int64_t begin, int64_t end, const Op& op,
+                         const typename Op::template Coeffs<T>& c, const T* inv_scale) {
+  if (inv_scale != nullptr) {
+    range<Op, S, true>(base, begin, end, op, c, *inv_scale);
+  } else {
+    range<Op, S, false>(base, begin, end, op, c, T(1));
+  }
+}
+
+// -- the Hutchinson pass ---------------------------------------------------------------------
+// The formula of rules::hutchinson_row_mean as the CPU loop applies it (csrc/cpu/hutchinson_cpu.h),
+// rows in the lanes:
+//   sum = ((0 + |z_0*hz_0|) + |z_1*hz_1|) + ...;  D_k <- (accumulate ? D_k : 0) + w * (sum / L)
+
+constexpr int64_t kMaxVectorRowLen = 64;
+
+// Rows of one element: the formula above with L = 1, straight along memory.
+template <typename S>
+__attribute__((flatten)) void hutchinson_elements(const S* z, const S* hz, S* d, int64_t begin, int64_t end, float w,
+                         bool accumulate) {
+  using V = F32;
+  constexpr int W = V::kLanes;
+  const V zero(0.f), one(1.f), weight(w);
+  auto body = [&](const S* zb, const S* hb, S* db) {
+    const V mean = (zero + abs_(load<S, V>(zb) * load<S, V>(hb))) / one;
+    const V prev = accumulate ? load<S, V>(db) : zero;
+    store<S>(db, prev + weight * mean);
+  };
+  int64_t j = begin;
+  for (; j + W <= end; j += W) body(z + j, hz + j, d + j);
+  if (j < end) {  // the last < W elements through zero-padded copies
+    const int64_t n = end - j;
+    S zb[W] = {}, hb[W] = {}, db[W] = {};
+    std::memcpy(zb, z + j, n * sizeof(S));
+    std::memcpy(hb, hz + j, n * sizeof(S));
+    if (accumulate) std::memcpy(db, d + j, n * sizeof(S));
+    body(zb, hb, db);
+    std::memcpy(d + j, db, n * sizeof(S));
+  }
+}
+
+// Rows of 2 .. kMaxVectorRowLen elements (conv weights' spatial taps): W rows at a time; their
+// products go to an L1-resident block, whose columns are gathered (stride row_len) and summed
+// lane-wise in the kernel's order.
+template <typename S>
+__attribute__((flatten)) void hutchinson_rows(const S* z, const S* hz, S* d, int64_t row_begin, int64_t row_end,
+                     int64_t row_len, float w, bool accumulate) {
+  using V = F32;
+  constexpr int W = V::kLanes;
+  const V zero(0.f), len(static_cast<float>(row_len)), weight(w);
+  alignas(32) float prod[W * kMaxVectorRowLen];
+  alignas(32) float value[W * kMaxVectorRowLen];
+  alignas(32) float wm_rows[W];
+  const __m256i stride = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                            _mm256_set1_epi32(static_cast<int>(row_len)));
+  const int64_t total = W * row_len;  // elements of W rows: a multiple of W
+  for (int64_t r = row_begin; r < row_end; r += W) {
+    const int64_t rows = std::min<int64_t>(W, row_end - r);
+    const int64_t off = r * row_len, n = rows * row_len;
+    const S* zb = z + off;
+    const S* hb = hz + off;
+    S* db = d + off;
+    S zbuf[W * kMaxVectorRowLen], hbuf[W * kMaxVectorRowLen], dbuf[W * kMaxVectorRowLen];
+    if (rows < W) {  // the last rows: through zero-padded copies (the padding rows are dropped)
+      std::memset(zbuf, 0, sizeof(zbuf));
+      std::memset(hbuf, 0, sizeof(hbuf));
+      std::memset(dbuf, 0, sizeof(dbuf));
+      std::memcpy(zbuf, zb, n * sizeof(S));
+      std::memcpy(hbuf, hb, n * sizeof(S));
+      if (accumulate) std::memcpy(dbuf, db, n * sizeof(S));
+      zb = zbuf, hb = hbuf, db = dbuf;
+    }
+    for (int64_t i = 0; i < total; i += W) {
+      const V p = abs_(load<S, V>(zb + i) * load<S, V>(hb + i));
+      for (int k = 0; k < V::kRegs; ++k) _mm256_store_ps(prod + i + 8 * k, p.r[k]);
+    }
+    V sum;
+    for (int k = 0; k < V::kRegs; ++k) {  // register k: rows 8k .. 8k+7
+      const float* rows_k = prod + 8 * k * row_len;
+      __m256 s = zero.r[0];
+      for (int64_t t = 0; t < row_len; ++t)
+        s = _mm256_add_ps(s, _mm256_i32gather_ps(rows_k + t, stride, 4));
+      sum.r[k] = s;
+    }
+    const V wm = weight * (sum / len);
+    for (int k = 0; k < V::kRegs; ++k) _mm256_store_ps(wm_rows + 8 * k, wm.r[k]);
+    for (int rr = 0; rr < W; ++rr)
+      for (int64_t t = 0; t < row_len; ++t) value[rr * row_len + t] = wm_rows[rr];
+    for (int64_t i = 0; i < total; i += W) {
+      V v;
+      for (int k = 0; k < V::kRegs; ++k) v.r[k] = _mm256_load_ps(value + i + 8 * k);
+      const V prev = accumulate ? load<S, V>(db + i) : zero;
+      store<S>(db + i, prev + v);
+    }
+    if (rows < W) std::memcpy(d + off, dbuf, n * sizeof(S));
+  }
+}
+
+template <typename S>
+bool hutchinson_any(const void* z, const void* hz, void* d, int64_t row_begin, int64_t row_end,
+                    int64_t row_len, float w, bool accumulate) {
+  const S* zp = static_cast<const S*>(z);
+  const S* hp = static_cast<const S*>(hz);
+  S* dp = static_cast<S*>(d);
+  if (row_len == 1) {
+    hutchinson_elements(zp, hp, dp, row_begin, row_end, w, accumulate);
+    return true;
+  }
+  if (row_len > kMaxVectorRowLen) return false;
+  hutchinson_rows(zp, hp, dp, row_begin, row_end, row_len, w, accumulate);
+  return true;
+}
+
+}  // namespace
+
+template <class Op>
+void run_vectorised(Storage s, void* const* base, int64_t begin, int64_t end, const Op& op,
+                    const typename Op::template Coeffs<float>& c, const float* inv_scale) {
+  switch (s) {
+    case Storage::kFloat:
+      return range_scaled_or_not<Op, float>(base, begin, end, op, c, inv_scale);
+    case Storage::kHalf:
+      return range_scaled_or_not<Op, HalfBits>(base, begin, end, op, c, inv_scale);
+    case Storage::kBFloat16:
+      return range_scaled_or_not<Op, BFloat16Bits>(base, begin, end, op, c, inv_scale);
+    case Storage::kDouble:
+      break;  // double storage has double math: the other overload
+  }
+  __builtin_trap();
+}
+
+template <class Op>
+void run_vectorised(Storage s, void* const* base, int64_t begin, int64_t end, const Op& op,
+                    const typename Op::template Coeffs<double>& c, const double* inv_scale) {
+  if (s != Storage::kDouble) __builtin_trap();
+  range_scaled_or_not<Op, double>(base, begin, end, op, c, inv_scale);
+}
+
+bool hutchinson_rows_vectorised(Storage s, const void* z, const void* hz, void* d,
+                                int64_t row_begin, int64_t row_end, int64_t row_len, float weight,
+                                bool accumulate) {
+  switch (s) {
+    case Storage::kFloat:
+      return hutchinson_any<float>(z, hz, d, row_begin, row_end, row_len, weight, accumulate);
+    case Storage::kHalf:
+      return hutchinson_any<HalfBits>(z, hz, d, row_begin, row_end, row_len, weight, accumulate);
+    case Storage::kBFloat16:
+      return hutchinson_any<BFloat16Bits>(z, hz, d, row_begin, row_end, row_len, weight,
+                                          accumulate);
+    case Storage::kDouble:
+      break;
+  }
+  return false;  // double: the scalar loop
+}
+
+#define SPARSEOPT_INSTANTIATE(...)                                                        \
+  template void run_vectorised<__VA_ARGS__>(Storage, void* const*, int64_t, int64_t,      \
+                                            const __VA_ARGS__&,                           \
+                                            const __VA_ARGS__::Coeffs<float>&, const float*); \
+  template void run_vectorised<__VA_ARGS__>(Storage, void* const*, int64_t, int64_t,      \
+                                            const __VA_ARGS__&,                           \
+                                            const __VA_ARGS__::Coeffs<double>&, const double*);
+SPARSEOPT_INSTANTIATE(rules::PdcaOp<false>)
+SPARSEOPT_INSTANTIATE(rules::PdcaOp<true>)
+SPARSEOPT_INSTANTIATE(rules::AdaHessianOp<rules::HessianPower::kOne>)
+SPARSEOPT_INSTANTIATE(rules::AdaHessianOp<rules::HessianPower::kHalf>)
+SPARSEOPT_INSTANTIATE(rules::AdaHessianOp<rules::HessianPower::kOther>)
+#undef SPARSEOPT_INSTANTIATE
+
+}  // namespace cpu
+}  // namespace sparseopt
+
+#pragma GCC pop_options
+
+#endif
