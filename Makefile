@@ -52,8 +52,11 @@ test-fast: build
 
 # The CUDA kernels (csrc/cuda/*.cu, unchanged) compiled as C++ and executed on the CPU
 # (tests/emulation/): under AddressSanitizer + UndefinedBehaviorSanitizer through the ops, and
-# the shared-memory kernel under ThreadSanitizer (tests/emulation/race_check.cpp).
-LIBASAN = $(shell g++ -print-file-name=libasan.so)
+# the shared-memory kernel under ThreadSanitizer (tests/emulation/race_check.cpp). --capture=sys:
+# a sanitizer report (written to fd 2 by the runtime) reaches the log instead of pytest's capture.
+# libstdc++ is preloaded with the ASan runtime: python does not link it, and ASan's __cxa_throw
+# interceptor must find it at start-up (else the first C++ exception aborts the process).
+ASAN_PRELOAD = $(shell g++ -print-file-name=libasan.so) $(shell g++ -print-file-name=libstdc++.so)
 EMU_FLAGS = -std=c++17 -O1 -g -ffp-contract=off -Wno-unknown-pragmas -DSPARSEOPT_CUDA_EMULATION \
             -Icsrc/emulation/include -Icsrc
 build/tsan/race_check: tests/emulation/race_check.cpp $(wildcard csrc/cuda/* csrc/emulation/* csrc/emulation/include/*)
@@ -63,10 +66,10 @@ build/tsan/race_check: tests/emulation/race_check.cpp $(wildcard csrc/cuda/* csr
 
 test-emu: build build/tsan/race_check
 	TSAN_OPTIONS=halt_on_error=1 setarch $$(uname -m) -R build/tsan/race_check
-	SPARSEOPT_REQUIRE_EMULATION=1 LD_PRELOAD=$(LIBASAN) \
+	SPARSEOPT_REQUIRE_EMULATION=1 LD_PRELOAD="$(ASAN_PRELOAD)" \
 	ASAN_OPTIONS=detect_leaks=0:alloc_dealloc_mismatch=0:new_delete_type_mismatch=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	    $(PY) -m pytest -q -p no:cacheprovider tests/emulation $(EMU_ARGS)
+	    $(PY) -m pytest -q -p no:cacheprovider --capture=sys tests/emulation $(EMU_ARGS)
 
 # The [bench] extra of setup.py (without reinstalling sparseopt); if it cannot be installed the
 # inference benchmark says so and skips ONNX Runtime.

@@ -33,20 +33,6 @@
 namespace sparseopt {
 namespace rules {
 
-C10_HOST_DEVICE inline float fma_(float a, float b, float c) {
-#ifdef __CUDA_ARCH__
-  return fmaf(a, b, c);
-#else
-  return std::fma(a, b, c);
-#endif
-}
-C10_HOST_DEVICE inline double fma_(double a, double b, double c) {
-#ifdef __CUDA_ARCH__
-  return ::fma(a, b, c);
-#else
-  return std::fma(a, b, c);
-#endif
-}
 C10_HOST_DEVICE inline float sqrt_(float x) {
 #ifdef __CUDA_ARCH__
   return sqrtf(x);

@@ -51,7 +51,15 @@ C10_HOST_DEVICE inline double sqrt_(double x) {
 #endif
 }
 
-C10_HOST_DEVICE inline double fma_d_(double a, double b, double c) {
+// a*b + c rounded once (the rules call it only where the reference's torch op fuses).
+C10_HOST_DEVICE inline float fma_(float a, float b, float c) {
+#ifdef __CUDA_ARCH__
+  return fmaf(a, b, c);
+#else
+  return std::fma(a, b, c);
+#endif
+}
+C10_HOST_DEVICE inline double fma_(double a, double b, double c) {
 #ifdef __CUDA_ARCH__
   return ::fma(a, b, c);
 #else
@@ -78,7 +86,7 @@ C10_HOST_DEVICE inline double pow_step_(double beta, double t) {
   // (hi, lo) *= (bh, bl), renormalised: hi + lo is the product to ~2^-100 relative.
   auto mul = [](double& hi, double& lo, double bh, double bl) {
     const double p = hi * bh;
-    const double e = fma_d_(hi, bh, -p) + (hi * bl + lo * bh);
+    const double e = fma_(hi, bh, -p) + (hi * bl + lo * bh);
     hi = p + e;
     lo = e - (hi - p);
   };

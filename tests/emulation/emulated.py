@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import glob
 import os
-import subprocess
 
 import torch
 import torch.utils.cpp_extension as cpp_extension
@@ -109,8 +108,3 @@ def load(sanitize: bool | None = None, verbose: bool = False) -> str:
         if preload is not None:
             os.environ["LD_PRELOAD"] = preload
     return os.path.join(directory, "sparseopt_emu.so")
-
-
-def libasan() -> str:
-    """The path of g++'s AddressSanitizer runtime, for LD_PRELOAD."""
-    return subprocess.check_output(["g++", "-print-file-name=libasan.so"], text=True).strip()
