@@ -23,9 +23,9 @@
 //            computes w + (s*m)/d.
 // lerp and add(alpha) are the same expressions there (torch's CUDA lerp and add are written
 // a + w*b, which nvcc contracts to the fma the CPU kernels call; 1 - w and w - 1 round to
-// exact negatives of each other). The bias corrections use pow_step_ (common.h), not the
-// device's pow. None of this has run on a GPU yet: the CUDA emulation compiles the host
-// branches (README "CUDA numerics").
+// exact negatives of each other). The bias corrections use pow_step_ and
+// sqrt_bias_correction_ (common.h), not the device's pow. None of this has run on a GPU yet:
+// the CUDA emulation compiles the host branches (README "CUDA numerics").
 #pragma once
 
 #include "common.h"
@@ -80,7 +80,7 @@ struct AdamOp {
     // torch's lerp: self + w (end - self) for |w| < 0.5, else end + (w - 1) (end - self).
     return {T(maximize ? -1 : 1),     kLerpFromSelf ? w : T(w - T(1)),
             T(beta2),                 T(1 - beta2),
-            T(sqrt_(bc2)),            T(-(lr / bc1)),
+            T(sqrt_bias_correction_(bc2)), T(-(lr / bc1)),
             T(eps),                   T(weight_decay),
             T(1 - lr * weight_decay), T(l1 > 0 ? lr * l1 : 0.0)};
   }

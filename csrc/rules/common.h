@@ -67,15 +67,11 @@ C10_HOST_DEVICE inline double fma_(double a, double b, double c) {
 #endif
 }
 
-// beta^t for a step count t, as the bias corrections 1 - beta^t of Adam and AdaHessian need it,
-// with the same bits on the CPU and on a GPU. A device's pow is not correctly rounded (CUDA's
-// double pow: up to 2 ulp), so it is not used: exponentiation by squaring in double-double
-// arithmetic (each factor carries about 100 significant bits; fma makes every product's error
-// term exact on host and device alike), rounded to double once at the end. That is the
-// correctly rounded beta^t except within ~2^-90 of a rounding tie, and so the reference's
-// `beta ** t` (libm's pow, correctly rounded in practice): tests/emulation checks every t up to
-// 2^17 for the usual betas. A t that is not a whole number in [0, 2^53) takes pow.
-C10_HOST_DEVICE inline double pow_step_(double beta, double t) {
+// beta^t by exponentiation by squaring in double-double arithmetic (each factor carries about
+// 100 significant bits; fma makes every product's error term exact on host and device alike),
+// rounded to double once: the correctly rounded beta^t but within ~2^-90 of a rounding tie, the
+// same bits on every device. A t that is not a whole number in [0, 2^53) takes pow.
+C10_HOST_DEVICE inline double pow_exact_(double beta, double t) {
   if (!(t >= 0.0 && t < 9007199254740992.0) || double(static_cast<unsigned long long>(t)) != t) {
 #ifdef __CUDA_ARCH__
     return ::pow(beta, t);
@@ -96,6 +92,26 @@ C10_HOST_DEVICE inline double pow_step_(double beta, double t) {
     if (n > 1) mul(bh, bl, bh, bl);
   }
   return hi + lo;
+}
+
+// The bias corrections' beta^t and sqrt(1 - beta^t). On the host: libm's pow, as the reference
+// computes them (`beta ** t`, `x ** 0.5` in Python), so the CPU loop equals it bit for bit. On a
+// GPU the device's pow (CUDA's double pow: up to 2 ulp) is not used: pow_exact_ and the
+// correctly rounded sqrt give the correctly rounded values, which equal libm's except where libm
+// itself misrounds (tests/emulation: a few step counts in 16,384 per beta).
+C10_HOST_DEVICE inline double pow_step_(double beta, double t) {
+#ifdef __CUDA_ARCH__
+  return pow_exact_(beta, t);
+#else
+  return std::pow(beta, t);
+#endif
+}
+C10_HOST_DEVICE inline double sqrt_bias_correction_(double bc) {
+#ifdef __CUDA_ARCH__
+  return ::sqrt(bc);
+#else
+  return std::pow(bc, 0.5);
+#endif
 }
 
 // The scalar type of a math type: T itself, or the lane type of one of the CPU loop's vector

@@ -57,12 +57,13 @@ std::vector<int64_t> launch_constants() {
           max_tensors_for_depth(5)};
 }
 
-// [beta^t, sqrt(1 - beta^t)] for t = 1 .. t_max as the rules compute them (rules::pow_step_).
+// [beta^t, sqrt(1 - beta^t)] for t = 1 .. t_max as the rules compute them on a GPU
+// (rules::pow_exact_ and the correctly rounded sqrt).
 at::Tensor bias_corrections(double beta, int64_t t_max) {
   at::Tensor out = at::empty({2, t_max}, at::TensorOptions().dtype(at::kDouble));
   double* p = out.data_ptr<double>();
   for (int64_t t = 1; t <= t_max; ++t) {
-    p[t - 1] = rules::pow_step_(beta, static_cast<double>(t));
+    p[t - 1] = rules::pow_exact_(beta, static_cast<double>(t));
     p[t_max + t - 1] = rules::sqrt_(1 - p[t - 1]);
   }
   return out;
