@@ -284,7 +284,7 @@ def fuse_for_inference(model: nn.Module, channel_major: bool = True,
     """A fused inference copy of the eval-mode ``model`` (see the module docstring); ``model``
     itself is not changed. The BatchNorms folded are those right after a convolution in an
     ``nn.Sequential`` with running statistics; everything else keeps its module. With
-    ``batch_chunk``, the outermost ``nn.Sequential``\ s of per-sample modules that hold sparse
+    ``batch_chunk``, the outermost ``nn.Sequential`` containers of per-sample modules that hold sparse
     stages run that many images at a time (:class:`ChunkedSequential`; None: the whole batch)."""
     if model.training:
         raise RuntimeError("fuse_for_inference: the model is in training mode; call model.eval() "
