@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 
 import sparseopt
+from sparseopt.optim import SparseOptimizer
 
 LR = 1e-3
 
@@ -57,7 +58,9 @@ def fused_adahessian(params: list[torch.Tensor], backend: str = "native") -> Cal
     @torch.no_grad()
     def step() -> None:
         hutch(diags, zs, hzs, 1.0, False)
-        opt._update()
+        buckets = opt._buckets()
+        SparseOptimizer._preflight(opt, buckets)  # the checks of every step (no Hessian pass)
+        opt._run_ops(buckets, None)
 
     return step
 

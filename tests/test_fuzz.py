@@ -36,11 +36,12 @@ from hypothesis import strategies as st
 
 import sparseopt
 from sparseopt import reference
+from sparseopt._schedules import pdca_betas
 from sparseopt.nn import SparseDepthwiseConv2d, SparsePointwiseConv2d
 from sparseopt.reference import sparse_conv as conv_ref
 
 pytestmark = pytest.mark.skipif(
-    not sparseopt.ops.native_available(), reason="the native extension is not built"
+    not sparseopt.ops.extension_loaded(), reason="the native extension is not built"
 )
 
 SPECIAL = [0.0, -0.0, 1e-45, -1e-40, 1e-310, 3e38, -3e38, 1e300, float("inf"), float("-inf"),
@@ -367,7 +368,7 @@ def test_obproxsg_native_equals_reference(data, lr, l1, eps, steps_per_epoch, n_
     theta=_positive(5.0, 1e-300, 1e-6, 1.0, 1e10, hi=1e6),
     weight_decay=_nonneg(0.0, 1e-2, 1.0),
     betas=st.one_of(
-        st.integers(1, 6).map(lambda r: reference.obprox_pdca.pdca_betas(r)),  # FISTA restarts
+        st.integers(1, 6).map(lambda r: pdca_betas(r)),  # FISTA restarts
         st.lists(st.floats(-2, 2), min_size=1, max_size=5),                    # any weights
     ),
     scale=GRAD_SCALES,

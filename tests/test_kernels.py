@@ -29,7 +29,7 @@ import sparseopt
 from sparseopt import reference
 
 pytestmark = pytest.mark.skipif(
-    not sparseopt.ops.native_available(), reason="the native extension is not built"
+    not sparseopt.ops.extension_loaded(), reason="the native extension is not built"
 )
 
 STEPS = 100
