@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -201,3 +202,37 @@ def test_op_rejects_bad_scalars(backend) -> None:
     with pytest.raises(RuntimeError, match="centers must be empty"):
         _fn(backend, "rda_step_")(ps, gs, [torch.zeros_like(p) for p in ps], [ps[0]],
                                   [torch.zeros(()) for _ in ps], 1.0, 0.1, 1.0, False, -1)
+
+
+# -- op level, from the op table: every float hyperparameter outside its domain ---------------
+SPECS_WITH_HYPER = [s for s in sparseopt.ops.SPECS.values() if s.hyper]
+
+
+def _outside(domain) -> list[float]:
+    """Values just outside ``domain`` (and the non-finite ones)."""
+    out = [math.nan, math.inf, -math.inf]
+    if domain.low is not None:
+        out.append(domain.low if not domain.low_inclusive else domain.low - 1e-3)
+    if domain.high is not None:
+        out.append(domain.high if not domain.high_inclusive else domain.high + 1e-3)
+    return out
+
+
+@pytest.mark.parametrize("backend", OP_BACKENDS)
+@pytest.mark.parametrize("spec", SPECS_WITH_HYPER, ids=[s.name for s in SPECS_WITH_HYPER])
+def test_op_rejects_each_hyperparameter_outside_its_domain(backend, spec) -> None:
+    """Both backends hold each float argument to its domain in sparseopt/_domains.py, with the
+    same words, before writing anything."""
+    fn = spec.reference if backend == "reference" else getattr(torch.ops.sparseopt, spec.name)
+    for name, domain in spec.hyper.items():
+        i = spec.arg_names.index(name)
+        for bad in _outside(domain):
+            args = spec.sample("cpu")
+            before = [t.clone() for a in args for t in (a if isinstance(a, list) else [a])
+                      if isinstance(t, torch.Tensor)]  # fmt: skip
+            accepted = re.escape(domain.accepted(name))
+            with pytest.raises(RuntimeError, match=rf"{name} = \S+ is invalid; accepted: {accepted}"):
+                fn(*args[:i], bad, *args[i + 1 :])
+            after = [t for a in args for t in (a if isinstance(a, list) else [a])
+                     if isinstance(t, torch.Tensor)]  # fmt: skip
+            assert all(torch.equal(x, y) for x, y in zip(after, before)), (name, bad)
