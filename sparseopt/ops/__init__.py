@@ -199,18 +199,12 @@ def resolve(name: str, device: torch.device, backend: str) -> Callable[..., Any]
     return getattr(torch.ops.sparseopt, name)
 
 
-prox_sgd_step_ = torch.ops.sparseopt.prox_sgd_step_
-sqrt_t_prox_sgd_step_ = torch.ops.sparseopt.sqrt_t_prox_sgd_step_
-rda_step_ = torch.ops.sparseopt.rda_step_
-adam_step_ = torch.ops.sparseopt.adam_step_
-hutchinson_diag_ = torch.ops.sparseopt.hutchinson_diag_
-adahessian_step_ = torch.ops.sparseopt.adahessian_step_
-obproxsg_step_ = torch.ops.sparseopt.obproxsg_step_
-pdca_step_ = torch.ops.sparseopt.pdca_step_
-csr_pointwise_conv2d = torch.ops.sparseopt.csr_pointwise_conv2d
-sparse_depthwise_conv2d = torch.ops.sparseopt.sparse_depthwise_conv2d
+# The ops as attributes of this module (sparseopt.ops.adam_step_ is torch.ops.sparseopt.adam_step_).
+globals().update({name: getattr(torch.ops.sparseopt, name) for name in SPECS})
 
 __all__ = [
+    "SPECS",
+    "OpSpec",
     "SCHEMAS",
     "REFERENCES",
     "backend_info",
@@ -219,16 +213,5 @@ __all__ = [
     "mismatched",
     "extension_loaded",
     "resolve",
-    "prox_sgd_step_",
-    "sqrt_t_prox_sgd_step_",
-    "rda_step_",
-    "adam_step_",
-    "hutchinson_diag_",
-    "adahessian_step_",
-    "obproxsg_step_",
-    "pdca_step_",
-    "csr_pointwise_conv2d",
-    "sparse_depthwise_conv2d",
-    "SPECS",
-    "OpSpec",
+    *SPECS,
 ]
