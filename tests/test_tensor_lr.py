@@ -27,6 +27,8 @@ FACTORIES: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "AdamW": lambda p, lr, **kw: sparseopt.AdamW(p, lr=lr, l1=1e-2, **kw),
     "OBProxSG": lambda p, lr, **kw: sparseopt.OBProxSG(p, lr=lr, l1=1e-2, n_p=1, n_o=1,
                                                        steps_per_epoch=2, **kw),
+    "OBProxSGPlus": lambda p, lr, **kw: sparseopt.OBProxSGPlus(p, lr=lr, l1=1e-2, n_p=1,
+                                                               steps_per_epoch=2, **kw),
     "PDCA": lambda p, lr, **kw: sparseopt.PDCA(p, lr=lr, l1=1e-2, theta=5.0, restart=3, **kw),
     "AdaHessian": lambda p, lr, **kw: sparseopt.AdaHessian(p, lr=lr, seed=0, **kw),
 }

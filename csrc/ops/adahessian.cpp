@@ -11,6 +11,7 @@
 
 #include "../common/elementwise.h"
 #include "../common/hyper.h"
+#include "../common/registration.h"
 #include "../rules/adahessian.h"
 
 #ifdef SPARSEOPT_WITH_CUDA
@@ -130,28 +131,22 @@ void adahessian_step_(at::TensorList params, at::TensorList grads, at::TensorLis
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(sparseopt, m) {
-  m.def(
-      "hutchinson_diag_(Tensor(a!)[] diags, Tensor[] zs, Tensor[] hzs, float weight, "
-      "bool accumulate) -> ()");
-  const std::string schema =
-      "adahessian_step_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] exp_avgs, "
-      "Tensor(d!)[] exp_hessian_diag_sqs, Tensor[] hessian_diags, Tensor(e!)[] steps, "
-      "float lr, float beta1, float beta2, float eps, float weight_decay, float hessian_power, "
-      "Tensor? grad_scale=None, Tensor? found_inf=None) -> ()";
-  m.def(schema.c_str());
-  m.def(tensor_lr_schema(schema).c_str());
+  def_op(m,
+         "hutchinson_diag_(Tensor(a!)[] diags, Tensor[] zs, Tensor[] hzs, float weight, "
+         "bool accumulate) -> ()");
+  def_op(m,
+         "adahessian_step_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] exp_avgs, "
+         "Tensor(d!)[] exp_hessian_diag_sqs, Tensor[] hessian_diags, Tensor(e!)[] steps, "
+         "float lr, float beta1, float beta2, float eps, float weight_decay, "
+         "float hessian_power, Tensor? grad_scale=None, Tensor? found_inf=None) -> ()");
 }
 
-static void register_impls(torch::Library& m) {
+static void register_kernels(torch::Library& m) {
   m.impl("hutchinson_diag_", &hutchinson_diag_);
-  m.impl("adahessian_step_", &adahessian_step_<double>);
-  m.impl("adahessian_step_.tensor_lr", &adahessian_step_<const at::Tensor&>);
+  impl_op(m, "adahessian_step_", &adahessian_step_<double>,
+          &adahessian_step_<const at::Tensor&>);
 }
 
-TORCH_LIBRARY_IMPL(sparseopt, CPU, m) { register_impls(m); }
-
-#ifdef SPARSEOPT_WITH_CUDA
-TORCH_LIBRARY_IMPL(sparseopt, CUDA, m) { register_impls(m); }
-#endif
+SPARSEOPT_REGISTER_KERNELS(register_kernels)
 
 }  // namespace sparseopt

@@ -5,6 +5,7 @@
 
 #include "../common/elementwise.h"
 #include "../common/hyper.h"
+#include "../common/registration.h"
 #include "../rules/adam.h"
 
 namespace sparseopt {
@@ -77,25 +78,18 @@ void adam_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(sparseopt, m) {
-  const std::string schema =
-      "adam_step_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] exp_avgs, "
-      "Tensor(d!)[] exp_avg_sqs, Tensor(e!)[] max_exp_avg_sqs, Tensor(f!)[] steps, float lr, "
-      "float beta1, float beta2, float eps, float weight_decay, bool amsgrad, bool maximize, "
-      "bool decoupled_weight_decay, float l1, Tensor? grad_scale=None, "
-      "Tensor? found_inf=None) -> ()";
-  m.def(schema.c_str());
-  m.def(tensor_lr_schema(schema).c_str());
+  def_op(m,
+         "adam_step_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] exp_avgs, "
+         "Tensor(d!)[] exp_avg_sqs, Tensor(e!)[] max_exp_avg_sqs, Tensor(f!)[] steps, float lr, "
+         "float beta1, float beta2, float eps, float weight_decay, bool amsgrad, bool maximize, "
+         "bool decoupled_weight_decay, float l1, Tensor? grad_scale=None, "
+         "Tensor? found_inf=None) -> ()");
 }
 
-static void register_impls(torch::Library& m) {
-  m.impl("adam_step_", &adam_step_<double>);
-  m.impl("adam_step_.tensor_lr", &adam_step_<const at::Tensor&>);
+static void register_kernels(torch::Library& m) {
+  impl_op(m, "adam_step_", &adam_step_<double>, &adam_step_<const at::Tensor&>);
 }
 
-TORCH_LIBRARY_IMPL(sparseopt, CPU, m) { register_impls(m); }
-
-#ifdef SPARSEOPT_WITH_CUDA
-TORCH_LIBRARY_IMPL(sparseopt, CUDA, m) { register_impls(m); }
-#endif
+SPARSEOPT_REGISTER_KERNELS(register_kernels)
 
 }  // namespace sparseopt

@@ -11,6 +11,7 @@
 
 #include "../common/elementwise.h"
 #include "../common/hyper.h"
+#include "../common/registration.h"
 #include "../rules/prox_sgd.h"
 #include "../rules/rda.h"
 
@@ -106,35 +107,28 @@ void rda_step_(at::TensorList params, at::TensorList grads, at::TensorList grad_
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(sparseopt, m) {
-  for (const std::string schema : {
-           "prox_sgd_step_(Tensor(a!)[] params, Tensor(b!)[] grads, "
-           "Tensor(c!)[] momentum_buffers, float lr, float l1, float momentum, "
-           "float weight_decay, Tensor? grad_scale=None, Tensor? found_inf=None) -> ()",
-           "sqrt_t_prox_sgd_step_(Tensor(a!)[] params, Tensor(b!)[] grads, "
-           "Tensor(c!)[] momentum_buffers, Tensor(d!)[] steps, float lr, float l1, float gamma, "
-           "float momentum, float weight_decay, Tensor? grad_scale=None, "
-           "Tensor? found_inf=None) -> ()",
-           "rda_step_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] grad_avgs, "
-           "Tensor[] centers, Tensor(d!)[] steps, float lr, float l1, float gamma, bool retrain, "
-           "int retrain_after, Tensor? grad_scale=None, Tensor? found_inf=None) -> ()"}) {
-    m.def(schema.c_str());
-    m.def(tensor_lr_schema(schema).c_str());
-  }
+  def_op(m,
+         "prox_sgd_step_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] momentum_buffers, "
+         "float lr, float l1, float momentum, float weight_decay, Tensor? grad_scale=None, "
+         "Tensor? found_inf=None) -> ()");
+  def_op(m,
+         "sqrt_t_prox_sgd_step_(Tensor(a!)[] params, Tensor(b!)[] grads, "
+         "Tensor(c!)[] momentum_buffers, Tensor(d!)[] steps, float lr, float l1, float gamma, "
+         "float momentum, float weight_decay, Tensor? grad_scale=None, "
+         "Tensor? found_inf=None) -> ()");
+  def_op(m,
+         "rda_step_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] grad_avgs, "
+         "Tensor[] centers, Tensor(d!)[] steps, float lr, float l1, float gamma, bool retrain, "
+         "int retrain_after, Tensor? grad_scale=None, Tensor? found_inf=None) -> ()");
 }
 
-static void register_impls(torch::Library& m) {
-  m.impl("prox_sgd_step_", &prox_sgd_step_<double>);
-  m.impl("prox_sgd_step_.tensor_lr", &prox_sgd_step_<const at::Tensor&>);
-  m.impl("sqrt_t_prox_sgd_step_", &sqrt_t_prox_sgd_step_<double>);
-  m.impl("sqrt_t_prox_sgd_step_.tensor_lr", &sqrt_t_prox_sgd_step_<const at::Tensor&>);
-  m.impl("rda_step_", &rda_step_<double>);
-  m.impl("rda_step_.tensor_lr", &rda_step_<const at::Tensor&>);
+static void register_kernels(torch::Library& m) {
+  impl_op(m, "prox_sgd_step_", &prox_sgd_step_<double>, &prox_sgd_step_<const at::Tensor&>);
+  impl_op(m, "sqrt_t_prox_sgd_step_", &sqrt_t_prox_sgd_step_<double>,
+          &sqrt_t_prox_sgd_step_<const at::Tensor&>);
+  impl_op(m, "rda_step_", &rda_step_<double>, &rda_step_<const at::Tensor&>);
 }
 
-TORCH_LIBRARY_IMPL(sparseopt, CPU, m) { register_impls(m); }
-
-#ifdef SPARSEOPT_WITH_CUDA
-TORCH_LIBRARY_IMPL(sparseopt, CUDA, m) { register_impls(m); }
-#endif
+SPARSEOPT_REGISTER_KERNELS(register_kernels)
 
 }  // namespace sparseopt

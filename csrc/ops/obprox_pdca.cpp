@@ -12,6 +12,7 @@
 
 #include "../common/elementwise.h"
 #include "../common/hyper.h"
+#include "../common/registration.h"
 #include "../rules/obproxsg.h"
 #include "../rules/pdca.h"
 
@@ -82,29 +83,21 @@ void pdca_step_(at::TensorList params, at::TensorList grads, at::TensorList iter
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(sparseopt, m) {
-  for (const std::string schema : {
-           "obproxsg_step_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] steps, "
-           "float lr, float l1, float eps, int steps_per_epoch, int n_p, int n_o, "
-           "Tensor? grad_scale=None, Tensor? found_inf=None) -> ()",
-           "pdca_step_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] iterates, "
-           "Tensor(d!)[] steps, Tensor betas, float lr, float l1, float theta, "
-           "float weight_decay, Tensor? grad_scale=None, Tensor? found_inf=None) -> ()"}) {
-    m.def(schema.c_str());
-    m.def(tensor_lr_schema(schema).c_str());
-  }
+  def_op(m,
+         "obproxsg_step_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] steps, float lr, "
+         "float l1, float eps, int steps_per_epoch, int n_p, int n_o, Tensor? grad_scale=None, "
+         "Tensor? found_inf=None) -> ()");
+  def_op(m,
+         "pdca_step_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] iterates, "
+         "Tensor(d!)[] steps, Tensor betas, float lr, float l1, float theta, float weight_decay, "
+         "Tensor? grad_scale=None, Tensor? found_inf=None) -> ()");
 }
 
-static void register_impls(torch::Library& m) {
-  m.impl("obproxsg_step_", &obproxsg_step_<double>);
-  m.impl("obproxsg_step_.tensor_lr", &obproxsg_step_<const at::Tensor&>);
-  m.impl("pdca_step_", &pdca_step_<double>);
-  m.impl("pdca_step_.tensor_lr", &pdca_step_<const at::Tensor&>);
+static void register_kernels(torch::Library& m) {
+  impl_op(m, "obproxsg_step_", &obproxsg_step_<double>, &obproxsg_step_<const at::Tensor&>);
+  impl_op(m, "pdca_step_", &pdca_step_<double>, &pdca_step_<const at::Tensor&>);
 }
 
-TORCH_LIBRARY_IMPL(sparseopt, CPU, m) { register_impls(m); }
-
-#ifdef SPARSEOPT_WITH_CUDA
-TORCH_LIBRARY_IMPL(sparseopt, CUDA, m) { register_impls(m); }
-#endif
+SPARSEOPT_REGISTER_KERNELS(register_kernels)
 
 }  // namespace sparseopt

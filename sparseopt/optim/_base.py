@@ -116,8 +116,8 @@ def check_betas(owner: str, betas: Any) -> None:
     """Raise ValueError unless ``betas`` is a pair ``(beta1, beta2)``, each in [0, 1)."""
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"{owner}: betas must be a pair (beta1, beta2), got {betas!r}")
-    check_real(owner, "betas[0]", betas[0], low=0, high=1)
-    check_real(owner, "betas[1]", betas[1], low=0, high=1)
+    check_real(owner, "betas[0]", betas[0], **HYPER["adam_step_"]["beta1"].bounds())
+    check_real(owner, "betas[1]", betas[1], **HYPER["adam_step_"]["beta2"].bounds())
 
 
 def check_choice(owner: str, name: str, value: Any, choices: Iterable[str]) -> None:
