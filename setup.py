@@ -97,7 +97,8 @@ setup(
     package_data={"sparseopt": ["py.typed"]},
     ext_modules=extensions(),
     cmdclass=cmdclass(),
-    install_requires=["torch>=2.4", "numpy"],
+    # What CI exercises: the tests on torch 2.13.0 (CPU), the build against 2.14.1 (CUDA).
+    install_requires=["torch>=2.13", "numpy"],
     extras_require={
         "test": ["pytest", "hypothesis", "pytest-benchmark", "scikit-learn", "tqdm", "matplotlib"],
         "demo": ["scikit-learn", "tqdm", "matplotlib"],

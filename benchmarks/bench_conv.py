@@ -31,7 +31,7 @@ from torch import nn
 
 import sparseopt
 from sparseopt.models import MOBILENET_V1_BODY, mobilenet_v1
-from sparseopt.reference.sparse_conv import dense_to_csr, dense_to_taps
+from sparseopt.nn.formats import dense_to_csr, dense_to_taps
 
 
 def cpu_name() -> str:

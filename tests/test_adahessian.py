@@ -13,7 +13,7 @@ from torch import nn
 import sparseopt
 from sparseopt import reference
 
-NATIVE = sparseopt.ops.native_available()
+NATIVE = sparseopt.ops.extension_loaded()
 HUTCH = [reference.hutchinson_diag_] + ([torch.ops.sparseopt.hutchinson_diag_] if NATIVE else [])
 
 

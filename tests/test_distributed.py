@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch import nn
 
 import sparseopt
-from sparseopt.optim import adahessian
+from sparseopt.optim import _distributed
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "ddp_train.py"
@@ -189,7 +189,7 @@ def test_adahessian_process_group_refuses_grad_scaler(one_rank_group) -> None:
 
 
 def test_adahessian_warns_when_processes_would_step_on_their_own(monkeypatch) -> None:
-    monkeypatch.setattr(adahessian, "_world_size", lambda: 2)
+    monkeypatch.setattr(_distributed, "world_size", lambda: 2)
     model = _model()
     opt = sparseopt.AdaHessian(model.parameters(), seed=0)
     with pytest.warns(UserWarning, match="torch.distributed runs 2 processes but process_group"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -11,10 +12,12 @@ from torch import nn
 import sparseopt
 from sparseopt import reference
 
-NATIVE = sparseopt.ops.native_available()
+NATIVE = sparseopt.ops.extension_loaded()
 OP_BACKENDS = ["reference"] + (["native"] if NATIVE else [])
 
 BAD_NUMBERS = [-1.0, float("nan"), float("inf"), "0.1", torch.tensor(0.1)]
+BAD_LR_TENSORS = [torch.tensor(-1.0), torch.tensor(float("nan")), torch.tensor([0.1, 0.2]),
+                  torch.tensor(1)]
 
 CTORS = {
     "ProxSGD": (sparseopt.ProxSGD, dict(lr=0.1, l1=1e-3), ["lr", "l1", "momentum",
@@ -33,7 +36,9 @@ def _params() -> list[nn.Parameter]:
 def test_bad_hyperparameters_are_rejected_with_the_accepted_range(name: str) -> None:
     cls, good, keys = CTORS[name]
     for key in keys:
-        for bad in BAD_NUMBERS:
+        # lr may be a one-element tensor (as in torch.optim); other hyperparameters may not.
+        bads = BAD_NUMBERS if key != "lr" else BAD_NUMBERS[:-1] + BAD_LR_TENSORS
+        for bad in bads:
             with pytest.raises(ValueError, match=rf"{name}: .*{key}.*accepted"):
                 cls(_params(), **{**good, key: bad})
     if "gamma" in keys:
@@ -197,3 +202,37 @@ def test_op_rejects_bad_scalars(backend) -> None:
     with pytest.raises(RuntimeError, match="centers must be empty"):
         _fn(backend, "rda_step_")(ps, gs, [torch.zeros_like(p) for p in ps], [ps[0]],
                                   [torch.zeros(()) for _ in ps], 1.0, 0.1, 1.0, False, -1)
+
+
+# -- op level, from the op table: every float hyperparameter outside its domain ---------------
+SPECS_WITH_HYPER = [s for s in sparseopt.ops.SPECS.values() if s.hyper]
+
+
+def _outside(domain) -> list[float]:
+    """Values just outside ``domain`` (and the non-finite ones)."""
+    out = [math.nan, math.inf, -math.inf]
+    if domain.low is not None:
+        out.append(domain.low if not domain.low_inclusive else domain.low - 1e-3)
+    if domain.high is not None:
+        out.append(domain.high if not domain.high_inclusive else domain.high + 1e-3)
+    return out
+
+
+@pytest.mark.parametrize("backend", OP_BACKENDS)
+@pytest.mark.parametrize("spec", SPECS_WITH_HYPER, ids=[s.name for s in SPECS_WITH_HYPER])
+def test_op_rejects_each_hyperparameter_outside_its_domain(backend, spec) -> None:
+    """Both backends hold each float argument to its domain in sparseopt/_domains.py, with the
+    same words, before writing anything."""
+    fn = spec.reference if backend == "reference" else getattr(torch.ops.sparseopt, spec.name)
+    for name, domain in spec.hyper.items():
+        i = spec.arg_names.index(name)
+        for bad in _outside(domain):
+            args = spec.sample("cpu")
+            before = [t.clone() for a in args for t in (a if isinstance(a, list) else [a])
+                      if isinstance(t, torch.Tensor)]  # fmt: skip
+            accepted = re.escape(domain.accepted(name))
+            with pytest.raises(RuntimeError, match=rf"{name} = \S+ is invalid; accepted: {accepted}"):
+                fn(*args[:i], bad, *args[i + 1 :])
+            after = [t for a in args for t in (a if isinstance(a, list) else [a])
+                     if isinstance(t, torch.Tensor)]  # fmt: skip
+            assert all(torch.equal(x, y) for x, y in zip(after, before)), (name, bad)

@@ -17,7 +17,7 @@ import torch
 import sparseopt
 from sparseopt import reference
 
-BACKENDS = ["reference"] + (["native"] if sparseopt.ops.native_available() else [])
+BACKENDS = ["reference"] + (["native"] if sparseopt.ops.extension_loaded() else [])
 
 
 def soft(u: np.ndarray, a: float) -> np.ndarray:

@@ -31,9 +31,9 @@ from torch import nn
 
 import sparseopt
 from sparseopt import reference
-from sparseopt.reference.obprox_pdca import obproxsg_is_orthant, pdca_betas
+from sparseopt._schedules import obproxsg_is_orthant, pdca_betas
 
-NATIVE = sparseopt.ops.native_available()
+NATIVE = sparseopt.ops.extension_loaded()
 needs_native = pytest.mark.skipif(not NATIVE, reason="the native extension is not built")
 OP_BACKENDS = ["reference"] + (["native"] if NATIVE else [])
 STEPS = 100

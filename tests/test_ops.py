@@ -14,69 +14,79 @@ from conftest import DEVICES
 import sparseopt
 from sparseopt import ops
 
-NATIVE = ops.native_available()
+NATIVE = ops.extension_loaded()
 
 
-def _args(name: str, device: str, dtype: torch.dtype = torch.float32):
-    gen = torch.Generator().manual_seed(0)
-
-    def t(*shape):
-        return torch.randn(*shape, generator=gen, dtype=dtype).to(device)
-
-    params = [t(5, 3), t(7), t(2, 3, 3, 3)]
-    grads = [t(*p.shape) for p in params]
-    steps = [torch.zeros((), device=device) for _ in params]
-    scale = torch.full((), 4.0, device=device)
-    inf = torch.zeros((), device=device)
-    if name == "prox_sgd_step_":
-        return (params, grads, [torch.zeros_like(p) for p in params], 0.1, 0.01, 0.9, 1e-4,
-                scale, inf)
-    if name == "sqrt_t_prox_sgd_step_":
-        return (params, grads, [], steps, 0.1, 0.01, 2.0, 0.0, 0.0, scale, inf)
-    if name == "rda_step_":
-        return (params, grads, [torch.zeros_like(p) for p in params],
-                [t(*p.shape) for p in params], steps, 1.0, 0.1, 3.0, False, 2, scale, inf)
-    if name == "adam_step_":
-        zeros = lambda: [torch.zeros_like(p) for p in params]  # noqa: E731
-        return (params, grads, zeros(), zeros(), zeros(), steps, 1e-3, 0.9, 0.999, 1e-8, 1e-2,
-                True, False, True, 1e-3, scale, inf)
-    if name == "adahessian_step_":
-        zeros = lambda: [torch.zeros_like(p) for p in params]  # noqa: E731
-        diags = [t(*p.shape).abs() for p in params]
-        return (params, grads, zeros(), zeros(), diags, steps, 0.15, 0.9, 0.999, 1e-4, 0.0, 1.0,
-                scale, inf)
-    if name == "hutchinson_diag_":
-        return ([torch.zeros_like(p) for p in params], [t(*p.shape).sign() for p in params],
-                grads, 0.5, False)
-    raise KeyError(name)
+SPECS = list(ops.SPECS.values())
+IDS = [spec.name for spec in SPECS]
+WITH_LR = [spec for spec in SPECS if spec.lr_index is not None]
 
 
-OPS_UNDER_TEST = ["prox_sgd_step_", "sqrt_t_prox_sgd_step_", "rda_step_", "adam_step_",
-          "adahessian_step_", "hutchinson_diag_"]
+def _with_tensor_lr(spec: ops.OpSpec, args: tuple, device: str) -> tuple:
+    i = spec.lr_index
+    return (*args[:i], torch.tensor(args[i], dtype=torch.float64, device=device), *args[i + 1 :])
 
 
 @pytest.mark.skipif(not NATIVE, reason="the native extension is not built")
-def test_python_schemas_match_the_cpp_definitions() -> None:
-    for name, schema in ops.SCHEMAS.items():
-        cpp = str(getattr(torch.ops.sparseopt, name).default._schema)
-        assert cpp == f"sparseopt::{name}{schema}", name
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_python_schemas_match_the_cpp_definitions(spec: ops.OpSpec) -> None:
+    packet = getattr(torch.ops.sparseopt, spec.name)
+    assert str(packet.default._schema) == f"sparseopt::{spec.name}{spec.schema}"
+    if spec.tensor_lr_schema is None:
+        assert packet.overloads() == ["default"]
+    else:
+        cpp = str(packet.tensor_lr._schema)
+        assert cpp == f"sparseopt::{spec.name}.tensor_lr{spec.tensor_lr_schema}"
 
 
-def test_every_op_has_a_reference() -> None:
-    assert set(ops.SCHEMAS) == set(ops.REFERENCES)
+def test_the_table_covers_every_registered_op_and_domain() -> None:
+    registered = {n for n in dir(torch.ops.sparseopt) if not n.startswith("_")}
+    assert registered >= set(ops.SPECS)
+    for spec in SPECS:
+        assert set(spec.hyper) <= set(spec.arg_names), spec.name
+        floats = {a.split()[-1].split("=")[0] for a in spec.schema[1:].split(", ")
+                  if a.startswith("float ")}  # fmt: skip
+        assert floats == set(spec.hyper), f"{spec.name}: a float argument without a domain"
 
 
-@pytest.mark.parametrize("name", OPS_UNDER_TEST)
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
 @pytest.mark.parametrize("device", DEVICES)
-def test_opcheck(name: str, device: str) -> None:
-    op = getattr(torch.ops.sparseopt, name)
-    torch.library.opcheck(op, _args(name, device))
+def test_opcheck(spec: ops.OpSpec, device: str) -> None:
+    packet = getattr(torch.ops.sparseopt, spec.name)
+    torch.library.opcheck(packet.default, spec.sample(device))
+    if spec.lr_index is not None:
+        torch.library.opcheck(packet.tensor_lr, _with_tensor_lr(spec, spec.sample(device), device))
 
 
-@pytest.mark.parametrize("name", OPS_UNDER_TEST)
-def test_meta_device_runs_the_fake_kernel(name: str) -> None:
-    args = _args(name, "meta")
-    getattr(torch.ops.sparseopt, name)(*args)  # no data, no error: the fake kernel ran
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_meta_device_runs_the_fake_kernel(spec: ops.OpSpec) -> None:
+    out = getattr(torch.ops.sparseopt, spec.name)(*spec.sample("meta"))  # no data, no error
+    if spec.fake is not None:
+        assert out.device.type == "meta"
+        assert out.shape == spec.reference(*spec.sample("cpu")).shape
+
+
+@pytest.mark.parametrize("backend", ["reference"] + (["native"] if NATIVE else []))
+@pytest.mark.parametrize("spec", WITH_LR, ids=[s.name for s in WITH_LR])
+@pytest.mark.parametrize("device", DEVICES)
+def test_tensor_lr_overload_equals_the_float_one(spec: ops.OpSpec, device: str,
+                                                  backend: str) -> None:
+    """lr as a float64, float32 or CPU tensor: the same result, bit for bit."""
+    fn = spec.reference if backend == "reference" else getattr(torch.ops.sparseopt, spec.name)
+    expected = spec.sample(device)
+    fn(*expected)
+    for dtype, where in ((torch.float64, device), (torch.float32, device), (torch.float64, "cpu")):
+        args = spec.sample(device)
+        i = spec.lr_index
+        lr = torch.tensor(args[i], dtype=dtype, device=where)
+        if dtype == torch.float32:  # the float the tensor holds
+            expected = spec.sample(device)
+            fn(*expected[:i], float(lr), *expected[i + 1 :])
+        fn(*args[:i], lr, *args[i + 1 :])
+        for a, b in zip(args, expected):
+            for x, y in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]):
+                if isinstance(x, torch.Tensor) and x is not lr:
+                    assert torch.equal(x, y), (spec.name, dtype, where)
 
 
 def test_backend_info_reports_the_build() -> None:

@@ -13,7 +13,7 @@ from torch import nn
 
 import sparseopt
 
-NATIVE = sparseopt.ops.native_available()
+NATIVE = sparseopt.ops.extension_loaded()
 
 FACTORIES: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "ProxSGD": lambda p, **kw: sparseopt.ProxSGD(p, lr=0.05, l1=1e-2, momentum=0.9,

@@ -39,7 +39,8 @@ inline cuda::ScalarType to_cuda_dtype(at::ScalarType t) {
 template <class Op>
 void run_elementwise_cuda(const DenseViews<Op::kDepth>& work, at::TensorList steps,
                           const std::optional<at::Tensor>& grad_scale,
-                          const std::optional<at::Tensor>& found_inf, const Op& op) {
+                          const std::optional<at::Tensor>& found_inf, const Op& op,
+                          const at::Tensor& device_lr) {
   constexpr int D = Op::kDepth;
   const auto& params = work[0];
   void* stream = cuda_stream_of(params[0].device());
@@ -76,6 +77,7 @@ void run_elementwise_cuda(const DenseViews<Op::kDepth>& work, at::TensorList ste
     args.dtype = to_cuda_dtype(dtype);
     args.grad_scale = scale_ptr;
     args.found_inf = inf_ptr;
+    args.lr = device_lr.defined() ? device_lr.data_ptr<double>() : nullptr;
     args.stream = stream;
     cuda::launch_elementwise(args, op);
   }
@@ -108,15 +110,17 @@ void run_elementwise_cpu(const DenseViews<Op::kDepth>& work, at::TensorList step
   }
   std::optional<double> inv_scale;
   if (grad_scale) inv_scale = 1.0 / static_cast<double>(*grad_scale->data_ptr<float>());
-  cpu::run_elementwise(ptrs, numels, dtypes, t, inv_scale, op);
+  cpu::elementwise_loop(ptrs, numels, dtypes, t, inv_scale, op);
 }
 
 // lists[0] are the parameters, lists[Op::kGrad] the gradients; `steps` is used iff
-// Op::kUsesStep. names label the lists in error messages.
+// Op::kUsesStep. names label the lists in error messages. `device_lr` (Lr::device), when
+// defined, is the lr on the parameters' device that the kernel reads in place of op.lr.
 template <class Op>
 void run_elementwise(const char* op_name, const std::array<NamedList, Op::kDepth>& named,
                      at::TensorList steps, const std::optional<at::Tensor>& grad_scale,
-                     const std::optional<at::Tensor>& found_inf, const Op& op) {
+                     const std::optional<at::Tensor>& found_inf, const Op& op,
+                     const at::Tensor& device_lr = at::Tensor()) {
   constexpr int D = Op::kDepth;
   check_tensor_lists(op_name, std::vector<NamedList>(named.begin(), named.end()),
                      Op::kUsesStep ? std::optional<at::TensorList>(steps) : std::nullopt,
@@ -128,10 +132,13 @@ void run_elementwise(const char* op_name, const std::array<NamedList, Op::kDepth
   if (grad_scale) work.also_written(Op::kGrad, lists[Op::kGrad]);
 
   const at::Device device = lists[0][0].device();
+  TORCH_CHECK(!device_lr.defined() || device_lr.device() == device, op_name, ": lr is on ",
+              device_lr.defined() ? device_lr.device() : device, " but the parameters are on ",
+              device, "; accepted: a float, or a tensor on the parameters' device or the CPU");
   const c10::DeviceGuard guard(device);
   if (runs_cuda_kernels(device)) {
 #ifdef SPARSEOPT_WITH_CUDA
-    run_elementwise_cuda(work, steps, grad_scale, found_inf, op);
+    run_elementwise_cuda(work, steps, grad_scale, found_inf, op, device_lr);
 #endif
   } else if (device.is_cpu()) {
     run_elementwise_cpu(work, steps, grad_scale, found_inf, op);

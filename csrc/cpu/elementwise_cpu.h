@@ -108,7 +108,7 @@ void elementwise_range(const std::array<void*, Op::kDepth>& base, int64_t begin,
 // Runs op over tensors described by raw pointers. steps[i] is tensor i's step count t (already
 // incremented), inv_scale the reciprocal of GradScaler's scale (nullopt: not scaled).
 template <class Op>
-void run_elementwise(const std::vector<std::array<void*, Op::kDepth>>& ptrs,
+void elementwise_loop(const std::vector<std::array<void*, Op::kDepth>>& ptrs,
                      const std::vector<int64_t>& numels,
                      const std::vector<at::ScalarType>& dtypes, const std::vector<double>& steps,
                      std::optional<double> inv_scale, const Op& op) {

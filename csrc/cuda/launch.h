@@ -22,6 +22,7 @@ struct TensorListsArgs {
   ScalarType dtype = ScalarType::Float;  // every tensor of one launch has this dtype
   const float* grad_scale = nullptr;   // GradScaler's scale on the device, or nullptr
   const float* found_inf = nullptr;    // nonzero: skip the whole step, or nullptr
+  const double* lr = nullptr;          // the lr on the device, read in place of Op::lr, or nullptr
   void* stream = nullptr;              // cudaStream_t
 };
 

@@ -79,10 +79,11 @@ struct alignas(sizeof(S) * kILP) Vec {
 template <typename S, class Op>
 __global__ void __launch_bounds__(kBlockSize)
     elementwise_kernel(TensorListMeta<Op::kDepth> meta, Op op, const float* grad_scale,
-                       const float* found_inf) {
+                       const float* found_inf, const double* lr) {
   constexpr int D = Op::kDepth;
   using T = typename OpMath<S>::type;
   if (found_inf != nullptr && *found_inf != 0.f) return;
+  if (lr != nullptr) op.lr = *lr;  // a tensor lr: read at run time (a CUDA graph replays it)
 
   const int tensor = meta.block_to_tensor[blockIdx.x];
   const int64_t chunk_start = int64_t(meta.block_to_chunk[blockIdx.x]) * kChunkSize;
@@ -149,7 +150,7 @@ template <typename S, class Op>
 void launch_typed(const TensorListsArgs& a, const Op& op) {
   constexpr int D = Op::kDepth;
   using Meta = TensorListMeta<D>;
-  static_assert(sizeof(Meta) + sizeof(Op) + 2 * sizeof(void*) <= 4000,
+  static_assert(sizeof(Meta) + sizeof(Op) + 3 * sizeof(void*) <= 4000,
                 "kernel parameters exceed the 4 KB limit");
   if (a.depth != D) throw std::runtime_error("sparseopt: launch_elementwise depth mismatch");
   const cudaStream_t stream = static_cast<cudaStream_t>(a.stream);
@@ -178,7 +179,7 @@ void launch_typed(const TensorListsArgs& a, const Op& op) {
       const bool table_full = loc_tensor == Meta::kMaxTensors && tensor_done;
       if (table_full || loc_block == kMaxBlocks || (i == last && tensor_done)) {
         SPARSEOPT_LAUNCH(loc_block, kBlockSize, 0, stream, elementwise_kernel<S, Op>)(
-            meta, op, a.grad_scale, a.found_inf);
+            meta, op, a.grad_scale, a.found_inf, a.lr);
         check_launch("elementwise_kernel");
         loc_block = 0;
         if (tensor_done) {

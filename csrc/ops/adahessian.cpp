@@ -10,6 +10,8 @@
 #include "../common/cuda_device.h"
 #include "../common/elementwise.h"
 #include "../cpu/hutchinson_cpu.h"
+#include "../common/hyper.h"
+#include "../common/registration.h"
 #include "../rules/adahessian.h"
 
 #ifdef SPARSEOPT_WITH_CUDA
@@ -19,10 +21,6 @@
 namespace sparseopt {
 namespace {
 
-void check_ah(const char* op, const char* name, double value, bool ok, const char* accepted) {
-  TORCH_CHECK(std::isfinite(value) && ok, op, ": ", name, " = ", value, " is invalid; accepted: ",
-              accepted);
-}
 
 // Taps per row: a 4-D conv weight (out, in, kh, kw) averages over kh*kw; others are element-wise.
 int64_t row_length(const at::Tensor& t) { return t.dim() == 4 ? t.size(2) * t.size(3) : 1; }
@@ -30,7 +28,7 @@ int64_t row_length(const at::Tensor& t) { return t.dim() == 4 ? t.size(2) * t.si
 void hutchinson_diag_(at::TensorList diags, at::TensorList zs, at::TensorList hzs, double weight,
                       bool accumulate) {
   const char* name = "sparseopt::hutchinson_diag_";
-  check_ah(name, "weight", weight, weight > 0, "a finite float > 0");
+  check_positive(name, "weight", weight);
   check_tensor_lists(name, {{"diags", diags}, {"zs", zs}, {"hzs", hzs}}, std::nullopt,
                      std::nullopt, std::nullopt);
   for (size_t i = 0; i < diags.size(); ++i) {
@@ -64,31 +62,32 @@ void hutchinson_diag_(at::TensorList diags, at::TensorList zs, at::TensorList hz
   bump_versions(diags);
 }
 
+template <class LrT>  // double, or const at::Tensor& (the .tensor_lr overload)
 void adahessian_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
                       at::TensorList exp_hessian_diag_sqs, at::TensorList hessian_diags,
-                      at::TensorList steps, double lr, double beta1, double beta2, double eps,
+                      at::TensorList steps, LrT lr_value, double beta1, double beta2, double eps,
                       double weight_decay, double hessian_power,
                       const std::optional<at::Tensor>& grad_scale,
                       const std::optional<at::Tensor>& found_inf) {
   const char* name = "sparseopt::adahessian_step_";
-  check_ah(name, "lr", lr, lr >= 0, "a finite float >= 0");
-  check_ah(name, "beta1", beta1, beta1 >= 0 && beta1 < 1, "0 <= beta1 < 1");
-  check_ah(name, "beta2", beta2, beta2 >= 0 && beta2 < 1, "0 <= beta2 < 1");
-  check_ah(name, "eps", eps, eps > 0, "a finite float > 0");
-  check_ah(name, "weight_decay", weight_decay, weight_decay >= 0, "a finite float >= 0");
-  check_ah(name, "hessian_power", hessian_power, hessian_power > 0 && hessian_power <= 1,
+  const Lr lr = lr_arg(name, lr_value);
+  check_hyper(name, "beta1", beta1, beta1 >= 0 && beta1 < 1, "0 <= beta1 < 1");
+  check_hyper(name, "beta2", beta2, beta2 >= 0 && beta2 < 1, "0 <= beta2 < 1");
+  check_positive(name, "eps", eps);
+  check_nonnegative(name, "weight_decay", weight_decay);
+  check_hyper(name, "hessian_power", hessian_power, hessian_power > 0 && hessian_power <= 1,
            "0 < hessian_power <= 1");
   using rules::HessianPower;
   auto run = [&](auto power) {
     using Op = rules::AdaHessianOp<decltype(power)::value>;
-    const Op op{lr, beta1, beta2, eps, weight_decay, hessian_power};
+    const Op op{lr.value, beta1, beta2, eps, weight_decay, hessian_power};
     std::array<NamedList, Op::kDepth> lists;
     lists[Op::W] = {"params", params};
     lists[Op::G] = {"grads", grads};
     lists[Op::M] = {"exp_avgs", exp_avgs};
     lists[Op::V] = {"exp_hessian_diag_sqs", exp_hessian_diag_sqs};
     lists[Op::D] = {"hessian_diags", hessian_diags};
-    run_elementwise(name, lists, steps, grad_scale, found_inf, op);
+    run_elementwise(name, lists, steps, grad_scale, found_inf, op, lr.device);
   };
   if (hessian_power == 1.0) {
     run(std::integral_constant<HessianPower, HessianPower::kOne>{});
@@ -102,26 +101,22 @@ void adahessian_step_(at::TensorList params, at::TensorList grads, at::TensorLis
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(sparseopt, m) {
-  m.def(
-      "hutchinson_diag_(Tensor(a!)[] diags, Tensor[] zs, Tensor[] hzs, float weight, "
-      "bool accumulate) -> ()");
-  m.def(
-      "adahessian_step_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] exp_avgs, "
-      "Tensor(d!)[] exp_hessian_diag_sqs, Tensor[] hessian_diags, Tensor(e!)[] steps, "
-      "float lr, float beta1, float beta2, float eps, float weight_decay, float hessian_power, "
-      "Tensor? grad_scale=None, Tensor? found_inf=None) -> ()");
+  def_op(m,
+         "hutchinson_diag_(Tensor(a!)[] diags, Tensor[] zs, Tensor[] hzs, float weight, "
+         "bool accumulate) -> ()");
+  def_op(m,
+         "adahessian_step_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] exp_avgs, "
+         "Tensor(d!)[] exp_hessian_diag_sqs, Tensor[] hessian_diags, Tensor(e!)[] steps, "
+         "float lr, float beta1, float beta2, float eps, float weight_decay, "
+         "float hessian_power, Tensor? grad_scale=None, Tensor? found_inf=None) -> ()");
 }
 
-TORCH_LIBRARY_IMPL(sparseopt, CPU, m) {
+static void register_kernels(torch::Library& m) {
   m.impl("hutchinson_diag_", &hutchinson_diag_);
-  m.impl("adahessian_step_", &adahessian_step_);
+  impl_op(m, "adahessian_step_", &adahessian_step_<double>,
+          &adahessian_step_<const at::Tensor&>);
 }
 
-#ifdef SPARSEOPT_WITH_CUDA
-TORCH_LIBRARY_IMPL(sparseopt, CUDA, m) {
-  m.impl("hutchinson_diag_", &hutchinson_diag_);
-  m.impl("adahessian_step_", &adahessian_step_);
-}
-#endif
+SPARSEOPT_REGISTER_KERNELS(register_kernels)
 
 }  // namespace sparseopt

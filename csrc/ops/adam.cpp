@@ -4,22 +4,18 @@
 #include <cmath>
 
 #include "../common/elementwise.h"
+#include "../common/hyper.h"
+#include "../common/registration.h"
 #include "../rules/adam.h"
 
 namespace sparseopt {
 namespace {
 
-void check_adam_hyper(const char* op, const char* name, double value, bool ok,
-                      const char* accepted) {
-  TORCH_CHECK(std::isfinite(value) && ok, op, ": ", name, " = ", value, " is invalid; accepted: ",
-              accepted);
-}
-
 template <class Op>
 void run_adam(const char* name, at::TensorList params, at::TensorList grads,
               at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
               at::TensorList max_exp_avg_sqs, at::TensorList steps, const Op& op,
-              const std::optional<at::Tensor>& grad_scale,
+              const at::Tensor& device_lr, const std::optional<at::Tensor>& grad_scale,
               const std::optional<at::Tensor>& found_inf) {
   constexpr bool kAmsgrad = Op::kDepth == 5;
   std::array<NamedList, Op::kDepth> lists;
@@ -28,22 +24,23 @@ void run_adam(const char* name, at::TensorList params, at::TensorList grads,
   lists[Op::M] = {"exp_avgs", exp_avgs};
   lists[Op::V] = {"exp_avg_sqs", exp_avg_sqs};
   if constexpr (kAmsgrad) lists[Op::kDepth - 1] = {"max_exp_avg_sqs", max_exp_avg_sqs};
-  run_elementwise(name, lists, steps, grad_scale, found_inf, op);
+  run_elementwise(name, lists, steps, grad_scale, found_inf, op, device_lr);
 }
 
+template <class LrT>  // double, or const at::Tensor& (the .tensor_lr overload)
 void adam_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
                 at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs,
-                at::TensorList steps, double lr, double beta1, double beta2, double eps,
+                at::TensorList steps, LrT lr_value, double beta1, double beta2, double eps,
                 double weight_decay, bool amsgrad, bool maximize, bool decoupled_weight_decay,
                 double l1, const std::optional<at::Tensor>& grad_scale,
                 const std::optional<at::Tensor>& found_inf) {
   const char* name = "sparseopt::adam_step_";
-  check_adam_hyper(name, "lr", lr, lr >= 0, "a finite float >= 0");
-  check_adam_hyper(name, "beta1", beta1, beta1 >= 0 && beta1 < 1, "0 <= beta1 < 1");
-  check_adam_hyper(name, "beta2", beta2, beta2 >= 0 && beta2 < 1, "0 <= beta2 < 1");
-  check_adam_hyper(name, "eps", eps, eps > 0, "a finite float > 0");
-  check_adam_hyper(name, "weight_decay", weight_decay, weight_decay >= 0, "a finite float >= 0");
-  check_adam_hyper(name, "l1", l1, l1 >= 0, "a finite float >= 0");
+  const Lr lr = lr_arg(name, lr_value);
+  check_hyper(name, "beta1", beta1, beta1 >= 0 && beta1 < 1, "0 <= beta1 < 1");
+  check_hyper(name, "beta2", beta2, beta2 >= 0 && beta2 < 1, "0 <= beta2 < 1");
+  check_positive(name, "eps", eps);
+  check_nonnegative(name, "weight_decay", weight_decay);
+  check_nonnegative(name, "l1", l1);
   TORCH_CHECK(amsgrad || max_exp_avg_sqs.empty() || params.empty(), name,
               ": max_exp_avg_sqs must be empty when amsgrad is False (got ",
               max_exp_avg_sqs.size(), ")");
@@ -59,9 +56,9 @@ void adam_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_
     constexpr bool A = decltype(ams)::value;
     constexpr WD W = decltype(wdc)::value;
     auto run = [&](auto lerp) {
-      const rules::AdamOp<A, W, decltype(lerp)::value> op{lr, beta1, beta2, eps, weight_decay,
-                                                          l1, maximize};
-      run_adam(name, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, op,
+      const rules::AdamOp<A, W, decltype(lerp)::value> op{lr.value, beta1, beta2, eps,
+                                                          weight_decay, l1, maximize};
+      run_adam(name, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, op, lr.device,
                grad_scale, found_inf);
     };
     if (from_self) run(std::true_type{});
@@ -81,18 +78,18 @@ void adam_step_(at::TensorList params, at::TensorList grads, at::TensorList exp_
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(sparseopt, m) {
-  m.def(
-      "adam_step_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] exp_avgs, "
-      "Tensor(d!)[] exp_avg_sqs, Tensor(e!)[] max_exp_avg_sqs, Tensor(f!)[] steps, float lr, "
-      "float beta1, float beta2, float eps, float weight_decay, bool amsgrad, bool maximize, "
-      "bool decoupled_weight_decay, float l1, Tensor? grad_scale=None, "
-      "Tensor? found_inf=None) -> ()");
+  def_op(m,
+         "adam_step_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] exp_avgs, "
+         "Tensor(d!)[] exp_avg_sqs, Tensor(e!)[] max_exp_avg_sqs, Tensor(f!)[] steps, float lr, "
+         "float beta1, float beta2, float eps, float weight_decay, bool amsgrad, bool maximize, "
+         "bool decoupled_weight_decay, float l1, Tensor? grad_scale=None, "
+         "Tensor? found_inf=None) -> ()");
 }
 
-TORCH_LIBRARY_IMPL(sparseopt, CPU, m) { m.impl("adam_step_", &adam_step_); }
+static void register_kernels(torch::Library& m) {
+  impl_op(m, "adam_step_", &adam_step_<double>, &adam_step_<const at::Tensor&>);
+}
 
-#ifdef SPARSEOPT_WITH_CUDA
-TORCH_LIBRARY_IMPL(sparseopt, CUDA, m) { m.impl("adam_step_", &adam_step_); }
-#endif
+SPARSEOPT_REGISTER_KERNELS(register_kernels)
 
 }  // namespace sparseopt

@@ -10,16 +10,14 @@
 #include <type_traits>
 
 #include "../common/elementwise.h"
+#include "../common/hyper.h"
+#include "../common/registration.h"
 #include "../rules/prox_sgd.h"
 #include "../rules/rda.h"
 
 namespace sparseopt {
 namespace {
 
-void check_hyper(const char* op, const char* name, double value, bool ok, const char* accepted) {
-  TORCH_CHECK(std::isfinite(value) && ok, op, ": ", name, " = ", value, " is invalid; accepted: ",
-              accepted);
-}
 
 // Calls f(std::integral_constant<bool, a>, std::integral_constant<bool, b>).
 template <class F>
@@ -34,15 +32,14 @@ void with_bools(bool a, bool b, F&& f) {
 
 template <bool kSqrtT>
 void prox_sgd_family(const char* name, at::TensorList params, at::TensorList grads,
-                     at::TensorList momentum_buffers, at::TensorList steps, double lr, double l1,
-                     double gamma, double momentum, double weight_decay,
+                     at::TensorList momentum_buffers, at::TensorList steps, const Lr& lr,
+                     double l1, double gamma, double momentum, double weight_decay,
                      const std::optional<at::Tensor>& grad_scale,
                      const std::optional<at::Tensor>& found_inf) {
-  check_hyper(name, "lr", lr, lr >= 0, "a finite float >= 0");
-  check_hyper(name, "l1", l1, l1 >= 0, "a finite float >= 0");
-  check_hyper(name, "gamma", gamma, gamma > 0, "a finite float > 0");
+  check_nonnegative(name, "l1", l1);
+  check_positive(name, "gamma", gamma);
   check_hyper(name, "momentum", momentum, momentum >= 0 && momentum < 1, "0 <= momentum < 1");
-  check_hyper(name, "weight_decay", weight_decay, weight_decay >= 0, "a finite float >= 0");
+  check_nonnegative(name, "weight_decay", weight_decay);
   const bool has_momentum = momentum != 0;
   TORCH_CHECK(has_momentum == !momentum_buffers.empty() || params.empty(), name,
               ": momentum_buffers must hold one buffer per parameter when momentum != 0 and be "
@@ -50,53 +47,58 @@ void prox_sgd_family(const char* name, at::TensorList params, at::TensorList gra
               momentum, ")");
   with_bools(has_momentum, weight_decay != 0, [&](auto M, auto WD) {
     using Op = rules::ProxSgdOp<decltype(M)::value, decltype(WD)::value, kSqrtT>;
-    const Op op{lr, l1, momentum, weight_decay, gamma};
+    const Op op{lr.value, l1, momentum, weight_decay, gamma};
     std::array<NamedList, Op::kDepth> lists;
     lists[Op::W] = {"params", params};
     lists[Op::G] = {"grads", grads};
     if constexpr (Op::kDepth == 3) lists[2] = {"momentum_buffers", momentum_buffers};
-    run_elementwise(name, lists, steps, grad_scale, found_inf, op);
+    run_elementwise(name, lists, steps, grad_scale, found_inf, op, lr.device);
   });
 }
 
+template <class LrT>  // double, or const at::Tensor& (the .tensor_lr overload)
 void prox_sgd_step_(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
-                    double lr, double l1, double momentum, double weight_decay,
+                    LrT lr, double l1, double momentum, double weight_decay,
                     const std::optional<at::Tensor>& grad_scale,
                     const std::optional<at::Tensor>& found_inf) {
-  prox_sgd_family<false>("sparseopt::prox_sgd_step_", params, grads, momentum_buffers, {}, lr, l1,
-                         1.0, momentum, weight_decay, grad_scale, found_inf);
+  const char* name = "sparseopt::prox_sgd_step_";
+  prox_sgd_family<false>(name, params, grads, momentum_buffers, {}, lr_arg(name, lr), l1, 1.0,
+                         momentum, weight_decay, grad_scale, found_inf);
 }
 
+template <class LrT>
 void sqrt_t_prox_sgd_step_(at::TensorList params, at::TensorList grads,
-                           at::TensorList momentum_buffers, at::TensorList steps, double lr,
+                           at::TensorList momentum_buffers, at::TensorList steps, LrT lr,
                            double l1, double gamma, double momentum, double weight_decay,
                            const std::optional<at::Tensor>& grad_scale,
                            const std::optional<at::Tensor>& found_inf) {
-  prox_sgd_family<true>("sparseopt::sqrt_t_prox_sgd_step_", params, grads, momentum_buffers, steps,
-                        lr, l1, gamma, momentum, weight_decay, grad_scale, found_inf);
+  const char* name = "sparseopt::sqrt_t_prox_sgd_step_";
+  prox_sgd_family<true>(name, params, grads, momentum_buffers, steps, lr_arg(name, lr), l1, gamma,
+                        momentum, weight_decay, grad_scale, found_inf);
 }
 
+template <class LrT>
 void rda_step_(at::TensorList params, at::TensorList grads, at::TensorList grad_avgs,
-               at::TensorList centers, at::TensorList steps, double lr, double l1, double gamma,
+               at::TensorList centers, at::TensorList steps, LrT lr_value, double l1, double gamma,
                bool retrain, int64_t retrain_after, const std::optional<at::Tensor>& grad_scale,
                const std::optional<at::Tensor>& found_inf) {
   const char* name = "sparseopt::rda_step_";
-  check_hyper(name, "lr", lr, lr >= 0, "a finite float >= 0");
-  check_hyper(name, "l1", l1, l1 >= 0, "a finite float >= 0");
-  check_hyper(name, "gamma", gamma, gamma > 0, "a finite float > 0");
+  const Lr lr = lr_arg(name, lr_value);
+  check_nonnegative(name, "l1", l1);
+  check_positive(name, "gamma", gamma);
   TORCH_CHECK(centers.empty() || centers.size() == params.size(), name,
               ": centers must be empty (w0 = 0) or hold one tensor per parameter, got ",
               centers.size(), " for ", params.size(), " parameters");
   const bool has_center = !centers.empty();
   auto run = [&](auto C) {
     using Op = rules::RdaOp<decltype(C)::value>;
-    const Op op{lr, l1, gamma, retrain, static_cast<long long>(retrain_after)};
+    const Op op{lr.value, l1, gamma, retrain, static_cast<long long>(retrain_after)};
     std::array<NamedList, Op::kDepth> lists;
     lists[Op::W] = {"params", params};
     lists[Op::G] = {"grads", grads};
     lists[Op::GBAR] = {"grad_avgs", grad_avgs};
     if constexpr (Op::kDepth == 4) lists[3] = {"centers", centers};
-    run_elementwise(name, lists, steps, grad_scale, found_inf, op);
+    run_elementwise(name, lists, steps, grad_scale, found_inf, op, lr.device);
   };
   if (has_center) run(std::true_type{});
   else run(std::false_type{});
@@ -105,32 +107,28 @@ void rda_step_(at::TensorList params, at::TensorList grads, at::TensorList grad_
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(sparseopt, m) {
-  m.def(
-      "prox_sgd_step_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] momentum_buffers, "
-      "float lr, float l1, float momentum, float weight_decay, Tensor? grad_scale=None, "
-      "Tensor? found_inf=None) -> ()");
-  m.def(
-      "sqrt_t_prox_sgd_step_(Tensor(a!)[] params, Tensor(b!)[] grads, "
-      "Tensor(c!)[] momentum_buffers, Tensor(d!)[] steps, float lr, float l1, float gamma, "
-      "float momentum, float weight_decay, Tensor? grad_scale=None, Tensor? found_inf=None) -> ()");
-  m.def(
-      "rda_step_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] grad_avgs, "
-      "Tensor[] centers, Tensor(d!)[] steps, float lr, float l1, float gamma, bool retrain, "
-      "int retrain_after, Tensor? grad_scale=None, Tensor? found_inf=None) -> ()");
+  def_op(m,
+         "prox_sgd_step_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] momentum_buffers, "
+         "float lr, float l1, float momentum, float weight_decay, Tensor? grad_scale=None, "
+         "Tensor? found_inf=None) -> ()");
+  def_op(m,
+         "sqrt_t_prox_sgd_step_(Tensor(a!)[] params, Tensor(b!)[] grads, "
+         "Tensor(c!)[] momentum_buffers, Tensor(d!)[] steps, float lr, float l1, float gamma, "
+         "float momentum, float weight_decay, Tensor? grad_scale=None, "
+         "Tensor? found_inf=None) -> ()");
+  def_op(m,
+         "rda_step_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] grad_avgs, "
+         "Tensor[] centers, Tensor(d!)[] steps, float lr, float l1, float gamma, bool retrain, "
+         "int retrain_after, Tensor? grad_scale=None, Tensor? found_inf=None) -> ()");
 }
 
-TORCH_LIBRARY_IMPL(sparseopt, CPU, m) {
-  m.impl("prox_sgd_step_", &prox_sgd_step_);
-  m.impl("sqrt_t_prox_sgd_step_", &sqrt_t_prox_sgd_step_);
-  m.impl("rda_step_", &rda_step_);
+static void register_kernels(torch::Library& m) {
+  impl_op(m, "prox_sgd_step_", &prox_sgd_step_<double>, &prox_sgd_step_<const at::Tensor&>);
+  impl_op(m, "sqrt_t_prox_sgd_step_", &sqrt_t_prox_sgd_step_<double>,
+          &sqrt_t_prox_sgd_step_<const at::Tensor&>);
+  impl_op(m, "rda_step_", &rda_step_<double>, &rda_step_<const at::Tensor&>);
 }
 
-#ifdef SPARSEOPT_WITH_CUDA
-TORCH_LIBRARY_IMPL(sparseopt, CUDA, m) {
-  m.impl("prox_sgd_step_", &prox_sgd_step_);
-  m.impl("sqrt_t_prox_sgd_step_", &sqrt_t_prox_sgd_step_);
-  m.impl("rda_step_", &rda_step_);
-}
-#endif
+SPARSEOPT_REGISTER_KERNELS(register_kernels)
 
 }  // namespace sparseopt

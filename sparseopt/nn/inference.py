@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..reference.sparse_conv import dense_to_csr, dense_to_taps
+from .formats import dense_to_csr, dense_to_taps
 from .sparse_conv import (DENSE_FALLBACK_DENSITY, SparseDepthwiseConv2d, SparsePointwiseConv2d,
                           _SparseConv2d, batchnorm_scale_shift)
 

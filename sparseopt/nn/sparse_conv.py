@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..reference.sparse_conv import dense_to_csr, dense_to_taps
+from .formats import _is_int, _pair, dense_to_csr, dense_to_taps
 
 __all__ = [
     "SparsePointwiseConv2d",
@@ -70,35 +70,10 @@ DENSE_FALLBACK_DENSITY: dict[str, float] = {"pointwise": 0.35, "depthwise": 0.35
 _NATIVE_DTYPES = (torch.float32, torch.float64)
 
 
-def _is_int(v: Any) -> bool:
-    """An int (or a numpy/torch integer scalar), not a bool, a float or a string."""
-    if isinstance(v, bool) or isinstance(v, (float, str, bytes)):
-        return False
-    if isinstance(v, torch.Tensor):
-        return v.dim() == 0 and not v.is_floating_point() and v.dtype != torch.bool
-    return hasattr(v, "__index__")
-
-
 def _int(v: Any, name: str, minimum: int, layer: str) -> int:
     if not _is_int(v) or int(v) < minimum:
         raise ValueError(f"{layer}: {name} must be an int >= {minimum}, got {v!r}")
     return int(v)
-
-
-def _pair(v: int | Sequence[int], name: str, minimum: int = 1, layer: str = "") -> tuple[int, int]:
-    """(v, v) for an int, (a, b) for a pair (or a 1-tuple); each an int >= minimum."""
-    prefix = f"{layer}: " if layer else ""
-    if _is_int(v):
-        t: tuple[Any, ...] = (v, v)
-    elif isinstance(v, (tuple, list)) and len(v) in (1, 2):
-        t = tuple(v) if len(v) == 2 else (v[0], v[0])
-    else:
-        raise ValueError(f"{prefix}{name} must be an int or a pair of ints (each >= {minimum}), "
-                         f"got {v!r}")
-    if not all(_is_int(i) and int(i) >= minimum for i in t):
-        raise ValueError(f"{prefix}{name} must be an int or a pair of ints, each >= {minimum}; "
-                         f"got {v!r}")
-    return (int(t[0]), int(t[1]))
 
 
 def _check_dtype(dtype: Any, layer: str) -> None:

@@ -19,104 +19,11 @@ from typing import Any
 
 import torch
 
-from .. import reference as _reference
+from .specs import SPECS, OpSpec
 
-# Op name -> schema (without the name). The C++ definitions in csrc/ops/*.cpp are the source of
-# truth; tests/test_ops.py checks that these copies match them.
-SCHEMAS: dict[str, str] = {
-    "prox_sgd_step_": (
-        "(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] momentum_buffers, float lr, "
-        "float l1, float momentum, float weight_decay, Tensor? grad_scale=None, "
-        "Tensor? found_inf=None) -> ()"
-    ),
-    "sqrt_t_prox_sgd_step_": (
-        "(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] momentum_buffers, "
-        "Tensor(d!)[] steps, float lr, float l1, float gamma, float momentum, "
-        "float weight_decay, Tensor? grad_scale=None, Tensor? found_inf=None) -> ()"
-    ),
-    "rda_step_": (
-        "(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] grad_avgs, Tensor[] centers, "
-        "Tensor(d!)[] steps, float lr, float l1, float gamma, bool retrain, int retrain_after, "
-        "Tensor? grad_scale=None, Tensor? found_inf=None) -> ()"
-    ),
-    "adam_step_": (
-        "(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] exp_avgs, "
-        "Tensor(d!)[] exp_avg_sqs, Tensor(e!)[] max_exp_avg_sqs, Tensor(f!)[] steps, float lr, "
-        "float beta1, float beta2, float eps, float weight_decay, bool amsgrad, bool maximize, "
-        "bool decoupled_weight_decay, float l1, Tensor? grad_scale=None, "
-        "Tensor? found_inf=None) -> ()"
-    ),
-    "hutchinson_diag_": (
-        "(Tensor(a!)[] diags, Tensor[] zs, Tensor[] hzs, float weight, bool accumulate) -> ()"
-    ),
-    "adahessian_step_": (
-        "(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] exp_avgs, "
-        "Tensor(d!)[] exp_hessian_diag_sqs, Tensor[] hessian_diags, Tensor(e!)[] steps, "
-        "float lr, float beta1, float beta2, float eps, float weight_decay, "
-        "float hessian_power, Tensor? grad_scale=None, Tensor? found_inf=None) -> ()"
-    ),
-    "obproxsg_step_": (
-        "(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] steps, float lr, float l1, "
-        "float eps, int steps_per_epoch, int n_p, int n_o, Tensor? grad_scale=None, "
-        "Tensor? found_inf=None) -> ()"
-    ),
-    "pdca_step_": (
-        "(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] iterates, Tensor(d!)[] steps, "
-        "Tensor betas, float lr, float l1, float theta, float weight_decay, "
-        "Tensor? grad_scale=None, Tensor? found_inf=None) -> ()"
-    ),
-    "csr_pointwise_conv2d": (
-        "(Tensor x, Tensor row_ptr, Tensor col_idx, Tensor values, Tensor? bias=None) -> Tensor"
-    ),
-    "sparse_depthwise_conv2d": (
-        "(Tensor x, Tensor tap_ptr, Tensor tap_idx, Tensor values, Tensor? bias, "
-        "int[2] kernel_size, int[2] stride=1, int[2] padding=0) -> Tensor"
-    ),
-    "csr_pointwise_conv2d_fused": (
-        "(Tensor x, Tensor row_ptr, Tensor col_idx, Tensor values, Tensor? bias, float act_min, "
-        "float act_max, bool channel_major) -> Tensor"
-    ),
-    "sparse_depthwise_conv2d_fused": (
-        "(Tensor x, Tensor tap_ptr, Tensor tap_idx, Tensor values, Tensor? bias, "
-        "int[2] kernel_size, int[2] stride, int[2] padding, float act_min, float act_max, "
-        "bool channel_major) -> Tensor"
-    ),
-}
-
-REFERENCES: dict[str, Callable[..., Any]] = {
-    "prox_sgd_step_": _reference.prox_sgd_step_,
-    "sqrt_t_prox_sgd_step_": _reference.sqrt_t_prox_sgd_step_,
-    "rda_step_": _reference.rda_step_,
-    "adam_step_": _reference.adam_step_,
-    "hutchinson_diag_": _reference.hutchinson_diag_,
-    "adahessian_step_": _reference.adahessian_step_,
-    "obproxsg_step_": _reference.obproxsg_step_,
-    "pdca_step_": _reference.pdca_step_,
-    "csr_pointwise_conv2d": _reference.csr_pointwise_conv2d,
-    "sparse_depthwise_conv2d": _reference.sparse_depthwise_conv2d,
-    "csr_pointwise_conv2d_fused": _reference.sparse_conv.csr_pointwise_conv2d_fused,
-    "sparse_depthwise_conv2d_fused": _reference.sparse_conv.sparse_depthwise_conv2d_fused,
-}
-
-# Fake kernels of the ops that return tensors (the in-place optimizer ops use _make_fake below).
-FAKES: dict[str, Callable[..., Any]] = {
-    "csr_pointwise_conv2d": _reference.sparse_conv.csr_pointwise_conv2d_fake,
-    "sparse_depthwise_conv2d": _reference.sparse_conv.sparse_depthwise_conv2d_fake,
-    "csr_pointwise_conv2d_fused": _reference.sparse_conv.csr_pointwise_conv2d_fused_fake,
-    "sparse_depthwise_conv2d_fused": _reference.sparse_conv.sparse_depthwise_conv2d_fused_fake,
-}
-
-# Autograd formulas (backward, setup_context) of the differentiable ops.
-AUTOGRAD: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
-    "csr_pointwise_conv2d": (
-        _reference.sparse_conv.pointwise_backward,
-        _reference.sparse_conv.pointwise_setup_context,
-    ),
-    "sparse_depthwise_conv2d": (
-        _reference.sparse_conv.depthwise_backward,
-        _reference.sparse_conv.depthwise_setup_context,
-    ),
-}
+# Views of the op table (sparseopt/ops/specs.py), by op name.
+SCHEMAS: dict[str, str] = {name: spec.schema for name, spec in SPECS.items()}
+REFERENCES: dict[str, Callable[..., Any]] = {name: spec.reference for name, spec in SPECS.items()}
 
 _load_error: str | None = None
 try:
@@ -170,20 +77,23 @@ def _tensors(args: Any) -> list[torch.Tensor]:
     return out
 
 
-def _make_fake(name: str) -> Callable[..., None]:
+def _make_fake(spec: OpSpec) -> Callable[..., None]:
     """Fake kernel of an in-place optimizer op: it mutates its inputs and returns nothing.
 
     It still rejects tensors on different devices: the dispatcher sends a call that mixes, say,
-    CPU and meta tensors here, and a silent no-op would hide the mistake.
+    CPU and meta tensors here, and a silent no-op would hide the mistake. (A tensor ``lr`` may
+    be on the CPU whatever the device: the ops read it on the host then.)
     """
 
     def fake(*args: Any, **kwargs: Any) -> None:
+        args = tuple(a for i, a in enumerate(args) if i != spec.lr_index)
+        kwargs = {k: v for k, v in kwargs.items() if k != "lr"}
         devices = {t.device for t in _tensors(list(args) + list(kwargs.values()))}
         if len(devices) > 1:
             found = ", ".join(sorted(str(d) for d in devices))
             raise RuntimeError(
-                f"sparseopt::{name}: got tensors on several devices ({found}); all tensors of "
-                "one call must be on one device"
+                f"sparseopt::{spec.name}: got tensors on several devices ({found}); all tensors "
+                "of one call must be on one device"
             )
         return None
 
@@ -193,28 +103,39 @@ def _make_fake(name: str) -> Callable[..., None]:
 _stale: list[str] = []
 
 
-def _op_exists(name: str) -> bool:
+def _op_exists(qualname: str) -> bool:
+    name, _, overload = qualname.partition(".")
     try:
-        getattr(torch.ops.sparseopt, name)
+        packet = getattr(torch.ops.sparseopt, name)
+        if overload:
+            getattr(packet, overload)
     except (AttributeError, RuntimeError):
         return False
     return True
 
 
-def _register(name: str, schema: str, reference: Callable[..., Any]) -> None:
-    if _C is None or not _op_exists(name):
-        # No extension, or one built from older sources that lacks this op: define it here
-        # and let the reference run it.
-        if _C is not None:
-            _stale.append(name)
-        _lib.define(name + schema)
-    qualname = f"sparseopt::{name}"
-    torch.library.register_fake(qualname, FAKES.get(name) or _make_fake(name), lib=_lib)
-    torch.library.register_kernel(qualname, None, reference, lib=_lib)
+def _register(spec: OpSpec) -> None:
+    overloads = [(spec.name, spec.schema)]
+    if spec.tensor_lr_schema is not None:
+        overloads.append((spec.name + ".tensor_lr", spec.tensor_lr_schema))
+    for name, schema in overloads:
+        if _C is None or not _op_exists(name):
+            # No extension, or one built from older sources that lacks this op: define it here
+            # and let the reference run it.
+            if _C is not None:
+                _stale.append(name)
+            _lib.define(name + schema)
+        qualname = f"sparseopt::{name}"
+        torch.library.register_fake(qualname, spec.fake or _make_fake(spec), lib=_lib)
+        torch.library.register_kernel(qualname, None, spec.reference, lib=_lib)
+    if spec.autograd is not None:
+        backward, setup = spec.autograd
+        torch.library.register_autograd(f"sparseopt::{spec.name}", backward,
+                                        setup_context=setup, lib=_lib)  # fmt: skip
 
 
-for _name, _schema in SCHEMAS.items():
-    _register(_name, _schema, REFERENCES[_name])
+for _spec in SPECS.values():
+    _register(_spec)
 if _stale:
     warnings.warn(
         f"sparseopt: the compiled extension is older than the Python package and lacks "
@@ -224,17 +145,16 @@ if _stale:
         stacklevel=2,
     )
 
-for _name, (_backward, _setup) in AUTOGRAD.items():
-    torch.library.register_autograd(f"sparseopt::{_name}", _backward, setup_context=_setup, lib=_lib)
 
-
-def native_available() -> bool:
-    """True when the compiled extension loaded."""
+def extension_loaded() -> bool:
+    """True when the compiled extension ``sparseopt._C`` loaded (whatever its devices; see
+    :func:`has_native` for one device)."""
     return _C is not None
 
 
 def has_native(device: torch.device | str) -> bool:
-    """True when ``device``'s type has native (compiled) kernels in this build."""
+    """True when ``device``'s type has native (compiled) kernels in this build: the extension
+    loaded and was compiled for that device type."""
     return torch.device(device).type in _native_backends
 
 
@@ -279,40 +199,19 @@ def resolve(name: str, device: torch.device, backend: str) -> Callable[..., Any]
     return getattr(torch.ops.sparseopt, name)
 
 
-prox_sgd_step_ = torch.ops.sparseopt.prox_sgd_step_
-sqrt_t_prox_sgd_step_ = torch.ops.sparseopt.sqrt_t_prox_sgd_step_
-rda_step_ = torch.ops.sparseopt.rda_step_
-adam_step_ = torch.ops.sparseopt.adam_step_
-hutchinson_diag_ = torch.ops.sparseopt.hutchinson_diag_
-adahessian_step_ = torch.ops.sparseopt.adahessian_step_
-obproxsg_step_ = torch.ops.sparseopt.obproxsg_step_
-pdca_step_ = torch.ops.sparseopt.pdca_step_
-csr_pointwise_conv2d = torch.ops.sparseopt.csr_pointwise_conv2d
-sparse_depthwise_conv2d = torch.ops.sparseopt.sparse_depthwise_conv2d
-csr_pointwise_conv2d_fused = torch.ops.sparseopt.csr_pointwise_conv2d_fused
-sparse_depthwise_conv2d_fused = torch.ops.sparseopt.sparse_depthwise_conv2d_fused
+# The ops as attributes of this module (sparseopt.ops.adam_step_ is torch.ops.sparseopt.adam_step_).
+globals().update({name: getattr(torch.ops.sparseopt, name) for name in SPECS})
 
 __all__ = [
+    "SPECS",
+    "OpSpec",
     "SCHEMAS",
     "REFERENCES",
     "backend_info",
     "has_native",
     "first_mismatch",
     "mismatched",
-    "native_available",
+    "extension_loaded",
     "resolve",
-    "prox_sgd_step_",
-    "sqrt_t_prox_sgd_step_",
-    "rda_step_",
-    "adam_step_",
-    "hutchinson_diag_",
-    "adahessian_step_",
-    "obproxsg_step_",
-    "pdca_step_",
-    "csr_pointwise_conv2d",
-    "sparse_depthwise_conv2d",
-    "csr_pointwise_conv2d_fused",
-    "sparse_depthwise_conv2d_fused",
-    "FAKES",
-    "AUTOGRAD",
+    *SPECS,
 ]

@@ -24,20 +24,29 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .. import ops
+from .._domains import HYPER, Real
+from ._distributed import any_rank, has_dtensor, local, mesh_groups, on_local_shards
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 BACKENDS = ("auto", "native", "reference")
 L1_ON = ("weights", "all")
 
 
+Params = Iterable[Tensor] | Iterable[dict[str, Any]]
+
+
 class Bucket(NamedTuple):
     """The parameters of one group that one op call updates: they share a device and l1
     coverage; ``grads[k]`` and ``states[k]`` belong to ``params[k]``."""
 
+    group: dict[str, Any]
+    gi: int  # the group's index in param_groups (for error messages)
+    device: torch.device
+    covered: bool  # the l1 term applies to them (l1_covers)
+    fn: Callable[..., Any]  # the op that updates them (ops.resolve)
     params: list[Tensor]
     grads: list[Tensor]
     states: list[dict[str, Any]]
-    covered: bool  # the l1 term applies to them
 
 
 def check_real(
@@ -60,7 +69,8 @@ def check_real(
     if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy scalars too
         if isinstance(value, Tensor):
             raise ValueError(
-                f"{owner}: {name} must be a Python number, got a Tensor; accepted: {accepted}"
+                f"{owner}: {name} must be a Python number, got a Tensor (only lr may be one); "
+                f"accepted: {accepted}"
             )
         raise ValueError(f"{owner}: {name} = {value!r} is not a number; accepted: {accepted}")
     # (not math.isfinite: under torch.compile a float that changed between calls becomes
@@ -74,12 +84,40 @@ def check_real(
         raise ValueError(f"{owner}: invalid {name} = {value!r}; accepted: {accepted}")
 
 
+def required(owner: str, name: str, value: Any, example: str) -> None:
+    """Raise ValueError when a hyperparameter without a default was not given."""
+    if value is None:
+        raise ValueError(f"{owner}: {name} is required; e.g. {example}")
+
+
+def check_lr(owner: str, lr: Any, domain: Real) -> None:
+    """``lr`` is a real number, or (as in torch.optim) a tensor with one floating-point element,
+    which a scheduler may change in place without a new trace under torch.compile or a
+    re-capture of a CUDA graph. A tensor's value is checked where reading it costs nothing (on
+    the CPU, outside torch.compile); on a GPU the kernels read it (as in torch.optim)."""
+    if not isinstance(lr, Tensor):
+        check_real(owner, "lr", lr, **domain.bounds())
+        return
+    if lr.layout != torch.strided or lr.numel() != 1 or not lr.is_floating_point():
+        raise ValueError(
+            f"{owner}: invalid lr, a {lr.dtype} tensor of shape {list(lr.shape)}; accepted: a "
+            "finite real number >= 0, or a real floating-point tensor with one element"
+        )
+    if lr.device.type == "cpu" and not torch.compiler.is_compiling():
+        check_real(owner, "lr", float(lr), **domain.bounds())
+
+
+def lr_arg(lr: float | Tensor) -> float | Tensor:
+    """``lr`` as the ops take it: a float, or the tensor itself (their ``.tensor_lr`` overload)."""
+    return lr if isinstance(lr, Tensor) else float(lr)
+
+
 def check_betas(owner: str, betas: Any) -> None:
     """Raise ValueError unless ``betas`` is a pair ``(beta1, beta2)``, each in [0, 1)."""
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"{owner}: betas must be a pair (beta1, beta2), got {betas!r}")
-    check_real(owner, "betas[0]", betas[0], low=0, high=1)
-    check_real(owner, "betas[1]", betas[1], low=0, high=1)
+    check_real(owner, "betas[0]", betas[0], **HYPER["adam_step_"]["beta1"].bounds())
+    check_real(owner, "betas[1]", betas[1], **HYPER["adam_step_"]["beta2"].bounds())
 
 
 def check_choice(owner: str, name: str, value: Any, choices: Iterable[str]) -> None:
@@ -104,8 +142,8 @@ class SparseOptimizer(Optimizer):
       :meth:`SparseOptimizer.step` check what a graph needs: CUDA parameters, and state that exists
       before capture (take one eager warm-up step first), since tensors created during capture
       would be re-zeroed on every replay. A step captured with ``capturable=False`` is refused,
-      as in torch. Hyperparameters are read when the graph is captured: re-capture after changing
-      ``lr`` (e.g. by a scheduler).
+      as in torch. Float hyperparameters are read when the graph is captured: re-capture after
+      changing one, or give ``lr`` as a CUDA tensor, which every replay reads.
     * ``check_finite`` (default False): before anything is written, raise if a gradient holds inf
       or NaN, naming the parameter. It costs one reduction and one host synchronisation per step
       and device, so a step that checks cannot be captured in a CUDA graph (refused with an
@@ -113,16 +151,36 @@ class SparseOptimizer(Optimizer):
       ``torch.amp.GradScaler`` drives, since the scaler already skips steps with inf/NaN
       gradients.
 
-    Subclasses set :attr:`op_name` and implement :meth:`_check_hyperparameters`,
-    :meth:`_init_state` and :meth:`_op_args`.
+    ``lr`` may be a float or, as in torch.optim, a tensor with one element (e.g.
+    ``torch.tensor(0.1)``): a scheduler that updates it in place (torch's LR schedulers do)
+    changes the step without recompiling a ``torch.compile``d step, and a CUDA graph replays
+    with the tensor's current value (keep it on the parameters' device for that).
+
+    Subclasses set :attr:`op_name` (a row of the op table, ``sparseopt.ops.SPECS``), and
+    implement :meth:`_init_state` and :meth:`_op_args`; :meth:`_check_hyperparameters` checks
+    the op's hyperparameter domains and may be extended.
     """
 
     op_name: str = ""
     _step_supports_amp_scaling = True
+    # Hyperparameters without a default (None until given), and how a call looks, for the error.
+    _required: tuple[str, ...] = ()
+    _example: str = "{owner}(model.parameters(), lr=0.1)"
 
     # -- subclass interface ---------------------------------------------------------------
     def _check_hyperparameters(self, group: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """The group's hyperparameters against the domains of the op's arguments of the same
+        name (sparseopt/_domains.py; ``betas`` as the pair of ``beta1``, ``beta2``)."""
+        owner = self._owner
+        for name in self._required:
+            required(owner, name, group[name], self._example.format(owner=owner))
+        if "betas" in group:
+            check_betas(owner, group["betas"])
+        for name, domain in HYPER[self.op_name].items():
+            if name == "lr":
+                check_lr(owner, group["lr"], domain)
+            elif name in group:
+                check_real(owner, name, group[name], **domain.bounds())
 
     def _init_state(self, param: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -209,103 +267,12 @@ class SparseOptimizer(Optimizer):
                     raise self._state_error(group, gi, i, p, key, value)
 
     # -- the step ---------------------------------------------------------------------------
-    def _plan(self) -> list[tuple[dict[str, Any], dict[tuple[torch.device, bool], Any]]]:
-        """Validate everything and group the work by (device, l1 coverage); writes nothing.
-
-        Each bucket is ``[fn, params, grads, states]`` with ``states[k]`` None where a parameter has
-        no state yet (created by :meth:`step` once every check has passed).
-        """
-        plan = []
-        compiling = torch.compiler.is_compiling()
-        capturing = not compiling and _capturing()
-        gi = -1  # (not enumerate(self.param_groups): dynamo then guards on each .grad's identity)
-        like_params: list[Tensor] = []  # the pre-flight check: likes[k] must match like_params[k]
-        likes: list[Tensor] = []
-        for group in self.param_groups:
-            gi += 1
-            if capturing and not group["capturable"]:
-                raise RuntimeError(
-                    f"{self._owner}: step() is being captured in a CUDA graph but "
-                    f"param_groups[{gi}] has capturable=False; construct the optimizer with "
-                    "capturable=True (and take one eager step before capturing)"
-                )
-            # (Under torch.compile the hyperparameters are constants of the graph: dynamo folds
-            # these checks away at trace time and re-runs them when a value changes.)
-            self._check_group(group, gi, params=False)
-            l1_all = group["l1_on"] == "all"
-            buckets: dict[tuple[torch.device, bool], Any] = {}
-            for i, p in enumerate(group["params"]):
-                g = p.grad
-                if g is None:
-                    continue
-                device = p.device
-                # (torch.compile marks every group capturable while tracing: not a graph.)
-                if group["capturable"] and device.type != "cuda" and not compiling:
-                    raise RuntimeError(
-                        f"{self._owner}: capturable=True is for CUDA graphs, but "
-                        f"{self._label(group, gi, i, p)} is on {device}; accepted: CUDA "
-                        "parameters, or capturable=False"
-                    )
-                # Read the state only now: under torch.compile, the first path by which dynamo
-                # reaches a parameter becomes its guard source, and a source through the keys of
-                # self.state makes it guard on the identity of .grad (a recompile per step).
-                state = self.state.get(p)
-                if capturing and not state:
-                    raise RuntimeError(
-                        f"{self._owner}: {self._label(group, gi, i, p)} has no optimizer state "
-                        "yet, and state created inside a CUDA graph would be reset on every "
-                        "replay; take one eager step() (a warm-up) before capturing"
-                    )
-                if state:
-                    # State tensors are created, loaded (load_state_dict checks them all) and
-                    # moved together: the first that is not the step counter tells whether the
-                    # parameter was moved, cast or resized after the optimizer was built (a
-                    # state of step counters alone can only have moved).
-                    for key, value in state.items():
-                        if key != "step" and isinstance(value, Tensor):
-                            like_params.append(p)
-                            likes.append(value)
-                            break
-                    else:
-                        step = state.get("step")
-                        if isinstance(step, Tensor) and step.device != device:
-                            self._check_state(group, gi, i, p, state)
-                key = (device, l1_all or p.dim() > 1)
-                bucket = buckets.get(key)
-                if bucket is None:
-                    fn = ops.resolve(self.op_name, device, group["backend"])
-                    bucket = buckets[key] = [fn, [], [], []]
-                bucket[1].append(p)
-                bucket[2].append(g)
-                bucket[3].append(state)
-            plan.append((group, buckets))
-        # torch checks .grad's shape, dtype and device on assignment, but not when either side
-        # is swapped through `.data` (model.double() after building the optimizer, pruning code
-        # resizing weights), and the layout is ours to check (sparse embeddings). Each bucket's
-        # op checks its own tensors too, but only a check of all of them before the first op
-        # runs leaves everything unchanged on a mismatch. One native pass over the metadata in
-        # eager mode; under torch.compile the Python checks cost nothing at run time (dynamo
-        # evaluates them while tracing and guards on the metadata anyway).
-        for _, buckets in plan:
-            for bucket in buckets.values():
-                like_params += bucket[1]
-                likes += bucket[2]
-        if compiling or ops.first_mismatch(like_params, likes) >= 0:
-            self._check_tensors(plan)
-        return plan
-
-    def _check_tensors(self, plan: list[tuple[dict[str, Any], dict]]) -> None:
-        """Raise for the first gradient or state tensor that does not match its parameter."""
-        gi = -1
-        for group, buckets in plan:
-            gi += 1
-            for _, params, grads, states in buckets.values():
-                for p, g, state in zip(params, grads, states):
-                    if ops.mismatched(p, g):
-                        raise self._grad_error(group, gi, _index(group["params"], p), p)
-                    if state:
-                        self._check_state(group, gi, _index(group["params"], p), p, state)
-
+    # One path: _buckets() gathers the work, _preflight() checks all of it, the missing state is
+    # created, _before_ops() runs what a subclass must do first (AdaHessian's Hessian pass), and
+    # _run_ops() calls one op per bucket. Nothing is written before _preflight() has passed.
+    # (Written out in step() itself: a graph break that a subclass's hook makes, e.g. a
+    # torch.compiler.disable'd Hessian pass, then splits this frame, whose remainder compiles; a
+    # break inside a nested call would leave that whole call eager.)
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """Perform one optimization step.
@@ -318,10 +285,138 @@ class SparseOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self._update()
+        buckets = self._buckets()
+        self._preflight(buckets)
+        self._create_state(buckets)
+        found_inf = self._before_ops(buckets, getattr(self, "found_inf", None))
+        self._run_ops(buckets, found_inf)
         return loss
 
-    def _check_finite(self, plan: list[tuple[dict[str, Any], dict]]) -> None:
+    def _create_state(self, buckets: list[Bucket]) -> None:
+        """The one place state is created: after every check has passed."""
+        for b in buckets:
+            for k, state in enumerate(b.states):
+                if not state:
+                    state = b.states[k] = self.state[b.params[k]]
+                    self._init_state(b.params[k], state, b.group)
+
+    def _run_ops(self, buckets: list[Bucket], found_inf: Tensor | None) -> None:
+        """One op call per bucket; ``found_inf`` nonzero skips the step on the device."""
+        grad_scale: Tensor | None = getattr(self, "grad_scale", None)
+        for b in buckets:
+            fn = on_local_shards(b.fn) if has_dtensor(b.params) else b.fn
+            fn(b.params, b.grads, *self._op_args(b.group, b), _on_device(grad_scale, b.device),
+               _on_device(found_inf, b.device))  # fmt: skip
+
+    def _buckets(self) -> list[Bucket]:
+        """The parameters with gradients, grouped by (group, device, l1 coverage); reads
+        everything and writes nothing. ``states[k]`` is None (or empty) where a parameter has no
+        state yet."""
+        out: list[Bucket] = []
+        gi = -1  # (not enumerate(self.param_groups): dynamo then guards on each .grad's identity)
+        for group in self.param_groups:
+            gi += 1
+            by_key: dict[tuple[torch.device, bool], Bucket] = {}
+            for p in group["params"]:
+                g = p.grad
+                if g is None:
+                    continue
+                # Read the state only now: under torch.compile, the first path by which dynamo
+                # reaches a parameter becomes its guard source, and a source through the keys of
+                # self.state makes it guard on the identity of .grad (a recompile per step).
+                state = self.state.get(p)
+                key = (p.device, l1_covers(p, group["l1_on"]))
+                b = by_key.get(key)
+                if b is None:
+                    fn = ops.resolve(self.op_name, p.device, group["backend"])
+                    b = by_key[key] = Bucket(group, gi, key[0], key[1], fn, [], [], [])
+                b.params.append(p)
+                b.grads.append(g)
+                b.states.append(state)
+            out.extend(by_key.values())
+        return out
+
+    def _preflight(self, buckets: list[Bucket]) -> None:
+        """Every check of the step, before anything is written: the groups' hyperparameters,
+        what a CUDA graph needs, every gradient and state tensor against its parameter (one
+        native pass over the metadata), and ``check_finite``."""
+        compiling = torch.compiler.is_compiling()
+        capturing = not compiling and _capturing()
+        gi = -1
+        for group in self.param_groups:
+            gi += 1
+            if capturing and not group["capturable"]:
+                raise RuntimeError(
+                    f"{self._owner}: step() is being captured in a CUDA graph but "
+                    f"param_groups[{gi}] has capturable=False; construct the optimizer with "
+                    "capturable=True (and take one eager step before capturing)"
+                )
+            # (Under torch.compile the hyperparameters are constants of the graph: dynamo folds
+            # these checks away at trace time and re-runs them when a value changes.)
+            self._check_group(group, gi, params=False)
+        like_params: list[Tensor] = []  # the pre-flight check: likes[k] must match like_params[k]
+        likes: list[Tensor] = []
+        for b in buckets:
+            # (torch.compile marks every group capturable while tracing: not a graph.)
+            if b.group["capturable"] and b.device.type != "cuda" and not compiling:
+                p = b.params[0]
+                raise RuntimeError(
+                    f"{self._owner}: capturable=True is for CUDA graphs, but "
+                    f"{self._label(b.group, b.gi, _index(b.group['params'], p), p)} is on "
+                    f"{b.device}; accepted: CUDA parameters, or capturable=False"
+                )
+            for p, state in zip(b.params, b.states):
+                if capturing and not state:
+                    where = self._label(b.group, b.gi, _index(b.group["params"], p), p)
+                    raise RuntimeError(
+                        f"{self._owner}: {where} has no optimizer state yet, and state created "
+                        "inside a CUDA graph would be reset on every replay; take one eager "
+                        "step() (a warm-up) before capturing"
+                    )
+                if not state:
+                    continue
+                # State tensors are created, loaded (load_state_dict checks them all) and moved
+                # together: the first that is not the step counter tells whether the parameter
+                # was moved, cast or resized after the optimizer was built (a state of step
+                # counters alone can only have moved).
+                for key, value in state.items():
+                    if key != "step" and isinstance(value, Tensor):
+                        like_params.append(p)
+                        likes.append(value)
+                        break
+                else:
+                    step = state.get("step")
+                    if isinstance(step, Tensor) and step.device != p.device:
+                        self._check_state(b.group, b.gi, _index(b.group["params"], p), p, state)
+        # torch checks .grad's shape, dtype and device on assignment, but not when either side
+        # is swapped through `.data` (model.double() after building the optimizer, pruning code
+        # resizing weights), and the layout is ours to check (sparse embeddings). Each bucket's
+        # op checks its own tensors too, but only a check of all of them before the first op
+        # runs leaves everything unchanged on a mismatch. One native pass over the metadata in
+        # eager mode; under torch.compile the Python checks cost nothing at run time (dynamo
+        # evaluates them while tracing and guards on the metadata anyway).
+        for b in buckets:
+            like_params += b.params
+            likes += b.grads
+        if compiling or ops.first_mismatch(like_params, likes) >= 0:
+            self._check_tensors(buckets)
+        self._check_finite(buckets)
+
+    def _before_ops(self, buckets: list[Bucket], found_inf: Tensor | None) -> Tensor | None:
+        """Runs after the checks and the state creation, before the ops; returns the skip flag
+        the ops get (GradScaler's ``found_inf``). A hook for what a step must do first."""
+        return found_inf
+
+    def _check_tensors(self, buckets: list[Bucket]) -> None:
+        """Raise for the first gradient or state tensor that does not match its parameter."""
+        for b in buckets:
+            for p, g, state in zip(b.params, b.grads, b.states):
+                if ops.mismatched(p, g):
+                    raise self._grad_error(b.group, b.gi, _index(b.group["params"], p), p)
+                if state:
+                    self._check_state(b.group, b.gi, _index(b.group["params"], p), p, state)
+
+    def _check_finite(self, buckets: list[Bucket]) -> None:
         """``check_finite=True``: raise before any write if a gradient holds inf or NaN.
 
         One max-abs reduction per device over all gradients (a fused multi-tensor op), one
@@ -334,13 +429,11 @@ class SparseOptimizer(Optimizer):
             return  # GradScaler drives this step and skips it on inf/NaN by itself
         by_device: dict[torch.device, list[Tensor]] = {}
         checked: list[Tensor] = []
-        for group, buckets in plan:
-            if group["check_finite"]:
-                for (device, _), (_, _, grads, _) in buckets.items():
-                    checked.extend(grads)
-                    by_device.setdefault(device, []).extend(
-                        _local(g) for g in grads if g.numel() > 0
-                    )
+        for b in buckets:
+            if b.group["check_finite"]:
+                checked.extend(b.grads)
+                by_device.setdefault(b.device, []).extend(local(g) for g in b.grads
+                                                          if g.numel() > 0)  # fmt: skip
         if not checked:
             return
         if _capturing():
@@ -355,20 +448,12 @@ class SparseOptimizer(Optimizer):
             if grads
         )
         groups = self._finite_check_groups(checked)
-        if groups:
-            import torch.distributed as dist
-
-            flag = torch.tensor(float(bad_here), device=_local(checked[0]).device)
-            for pg in groups:
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=pg)
-            bad_anywhere = bool(flag)
-        else:
-            bad_anywhere = bad_here
+        bad_anywhere = any_rank(bad_here, groups, local(checked[0]).device) if groups else bad_here
         if not bad_anywhere:
             return
         for gi, group in enumerate(self.param_groups):
             for i, p in enumerate(group["params"]):
-                g = None if p.grad is None else _local(p.grad)
+                g = None if p.grad is None else local(p.grad)
                 if g is None or not group["check_finite"] or bool(g.isfinite().all()):
                     continue
                 nan, inf = int(g.isnan().sum()), int(g.isinf().sum())
@@ -386,35 +471,7 @@ class SparseOptimizer(Optimizer):
     def _finite_check_groups(self, grads: list[Tensor]) -> list[Any]:
         """Process groups whose ranks must agree on the finite-gradient check: those of the
         device meshes of DTensor (e.g. FSDP2) gradients."""
-        groups: dict[int, Any] = {}
-        for g in grads:
-            mesh = getattr(g, "device_mesh", None)
-            if mesh is not None and id(mesh) not in groups:
-                groups[id(mesh)] = [mesh.get_group(d) for d in range(mesh.ndim)]
-        return [pg for per_mesh in groups.values() for pg in per_mesh]
-
-    def _update(self, preflight: bool = True, found_inf: Tensor | None = None) -> None:
-        """The step without the closure: validate, create missing state, run the ops.
-
-        ``preflight=False`` skips the finite-gradient check (done already by the caller);
-        ``found_inf`` replaces GradScaler's skip flag (AdaHessian adds non-finite ``Hz``)."""
-        grad_scale: Tensor | None = getattr(self, "grad_scale", None)
-        if found_inf is None:
-            found_inf = getattr(self, "found_inf", None)
-        plan = self._plan()
-        if preflight:
-            self._check_finite(plan)
-        for group, buckets in plan:
-            for (device, covered), (fn, params, grads, states) in buckets.items():
-                for k, state in enumerate(states):
-                    if not state:
-                        state = states[k] = self.state[params[k]]
-                        self._init_state(params[k], state, group)
-                if _has_dtensor(params):
-                    fn = _on_local_shards(fn)
-                args = self._op_args(group, Bucket(params, grads, states, covered))
-                fn(params, grads, *args, _on_device(grad_scale, device),
-                   _on_device(found_inf, device))
+        return mesh_groups(grads)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state dict as torch does (the loaded hyperparameters win), then check it;
@@ -480,40 +537,6 @@ def _index(params: list[Tensor], p: Tensor) -> int:
 def _capturing() -> bool:
     """Whether the current CUDA stream is capturing a graph (False without CUDA)."""
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
-
-
-def _local(t: Tensor) -> Tensor:
-    """The local shard of a DTensor (FSDP2), else the tensor itself."""
-    return getattr(t, "_local_tensor", t)
-
-
-def _dtensor_type() -> type | None:
-    try:
-        from torch.distributed.tensor import DTensor
-    except ImportError:  # torch built without distributed
-        return None
-    return DTensor
-
-
-def _has_dtensor(params: list[Tensor]) -> bool:
-    dtensor = _dtensor_type()
-    return dtensor is not None and any(isinstance(p, dtensor) for p in params)
-
-
-def _on_local_shards(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run an element-wise op on the local shards of DTensor arguments (FSDP2's parameters,
-    gradients and state): element-wise rules need no communication."""
-    dtensor = _dtensor_type()
-
-    def local(a: Any) -> Any:
-        if isinstance(a, (list, tuple)):
-            return [local(t) for t in a]
-        return a._local_tensor if isinstance(a, dtensor) else a
-
-    def call(*args: Any) -> Any:
-        return fn(*[local(a) for a in args])
-
-    return call
 
 
 def _on_device(t: Tensor | None, device: torch.device) -> Tensor | None:

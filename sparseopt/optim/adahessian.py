@@ -4,15 +4,14 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .. import ops
-from ._base import Bucket, SparseOptimizer, _capturing, _has_dtensor, check_betas, check_real, new_step
-from .prox_sgd import Params
+from . import _distributed
+from ._base import Bucket, Params, SparseOptimizer, _capturing, lr_arg, new_step
+from ._hutchinson import Probes, estimate_hessian_diag
 
 
 class AdaHessian(SparseOptimizer):
@@ -94,124 +93,23 @@ class AdaHessian(SparseOptimizer):
         super().__init__(params, defaults)
         self.update_each = update_each
         self.n_samples = n_samples
-        self.seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else seed
-        self.process_group = _check_process_group(process_group)
+        seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else seed
+        self.process_group = _distributed.check_process_group(self._owner, process_group)
         if process_group is not None:
-            self.seed = _broadcast_seed(self.seed, process_group)
-        self._generators: dict[torch.device, torch.Generator] = {}
-        self._generator_states: dict[str, Tensor] = {}
+            seed = _distributed.broadcast_seed(seed, process_group)
+        self._probes = Probes(seed)
         self._hessian_steps = 0
 
-    def _check_hyperparameters(self, group: dict[str, Any]) -> None:
-        owner = self._owner
-        check_real(owner, "lr", group["lr"], low=0)
-        check_betas(owner, group["betas"])
-        check_real(owner, "eps", group["eps"], low=0, low_inclusive=False)
-        check_real(owner, "weight_decay", group["weight_decay"], low=0)
-        check_real(owner, "hessian_power", group["hessian_power"], low=0, low_inclusive=False,
-                   high=1, high_inclusive=True)
+    @property
+    def seed(self) -> int:
+        """The seed of the probe generators."""
+        return self._probes.seed
 
     def _init_state(self, param: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         state["step"] = new_step(param)
         state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         state["exp_hessian_diag_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         state["hessian_diag"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-
-    # -- the Hutchinson probe ----------------------------------------------------------------
-    def _generator(self, device: torch.device) -> torch.Generator:
-        gen = self._generators.get(device)
-        if gen is None:
-            gen = torch.Generator(device=device)
-            saved = self._generator_states.pop(str(device), None)
-            if saved is not None:
-                gen.set_state(saved)
-            else:
-                gen.manual_seed(self.seed)
-            self._generators[device] = gen
-        return gen
-
-    def _rademacher(self, p: Tensor, capturable: bool = False) -> Tensor:
-        # A CUDA graph advances only torch's default CUDA generator on replay, so capturable
-        # groups draw from it (seeded by torch.manual_seed; its state is not in state_dict()).
-        gen = None if capturable else self._generator(p.device)
-        z = torch.randint(0, 2, p.shape, generator=gen, device=p.device, dtype=p.dtype)
-        return z.mul_(2).sub_(1)
-
-    def _update_hessian_diag(
-        self,
-        params: list[Tensor],
-        groups: list[dict[str, Any]],
-        grad_scale: Tensor | None = None,
-        found_inf: Tensor | None = None,
-    ) -> Tensor | None:
-        """``groups[i]`` is the param group of ``params[i]``.
-
-        Under ``torch.amp.GradScaler`` (``grad_scale`` given) the graph is that of the scaled
-        loss, so every ``Hz`` is ``grad_scale`` times too large: it is unscaled on the device
-        and checked for inf/NaN like the gradients. The estimate then goes to temporaries and
-        replaces ``hessian_diag`` only where the step is not skipped. Returns the step's skip
-        flag (GradScaler's ``found_inf`` or non-finite ``Hz``), None without a scaler.
-        """
-        grads = [p.grad for p in params]
-        diags = []
-        by_device: dict[tuple[torch.device, str], list[int]] = {}
-        for i, (p, group) in enumerate(zip(params, groups)):
-            state = self.state[p]
-            if not state:
-                self._init_state(p, state, group)
-            diags.append(state["hessian_diag"])
-            by_device.setdefault((p.device, group["backend"]), []).append(i)
-        targets = diags
-        skip: Tensor | None = None
-        if grad_scale is not None:
-            diags = [torch.empty_like(d) for d in diags]
-            skip = torch.zeros((), dtype=torch.float32, device=grad_scale.device)
-            if found_inf is not None:
-                skip += found_inf.to(skip.device)
-        # A gradient without a graph does not depend on any parameter (e.g. a bias that enters
-        # the loss linearly): its Hessian row and column are zero, so it adds nothing to z^T g
-        # and its own Hz is zero (allow_unused + materialize_grads).
-        with_graph = [i for i, g in enumerate(grads) if g.grad_fn is not None]
-        for k in range(self.n_samples):
-            zs = [self._rademacher(p, g["capturable"]) for p, g in zip(params, groups)]
-            with torch.enable_grad():
-                hzs = torch.autograd.grad([grads[i] for i in with_graph], params,
-                                          grad_outputs=[zs[i] for i in with_graph],
-                                          retain_graph=k < self.n_samples - 1,
-                                          allow_unused=True, materialize_grads=True)
-            if self.process_group is not None:
-                # H of the global-batch loss is the mean of the ranks' H (equal local batches),
-                # and the probes are equal on every rank: the mean of the local Hz is the global
-                # Hz. Averaged before |z * Hz|, which is not linear.
-                hzs = _averaged(list(hzs), self.process_group)
-            if grad_scale is not None:
-                skip = self._unscale_hz(hzs, by_device, grad_scale, skip)
-            for (device, backend), idx in by_device.items():
-                fn = ops.resolve("hutchinson_diag_", device, backend)
-                fn([diags[i] for i in idx], [zs[i] for i in idx], [hzs[i] for i in idx],
-                   1.0 / self.n_samples, k > 0)
-        if skip is not None:
-            for target, new in zip(targets, diags):  # keep the old estimate on a skipped step
-                target.copy_(torch.where(skip.to(target.device) > 0, target, new))
-        return skip
-
-    @staticmethod
-    def _unscale_hz(
-        hzs: list[Tensor] | tuple[Tensor, ...],
-        by_device: dict[tuple[torch.device, str], list[int]],
-        grad_scale: Tensor,
-        skip: Tensor,
-    ) -> Tensor:
-        """Divide each ``Hz`` by the loss scale in place and fold inf/NaN into ``skip``, on the
-        device (GradScaler's own fused check-and-unscale op; no host sync)."""
-        inv_scale = grad_scale.double().reciprocal().float()
-        for device, idx in {d: i for (d, _), i in by_device.items()}.items():
-            flag = torch.zeros((), dtype=torch.float32, device=device)
-            torch._amp_foreach_non_finite_check_and_unscale_(
-                [hzs[i] for i in idx], flag, inv_scale.to(device)
-            )
-            skip = skip + flag.to(skip.device)
-        return skip
 
     # -- data parallelism ---------------------------------------------------------------------
     def _finite_check_groups(self, grads: list[Tensor]) -> list[Any]:
@@ -223,7 +121,7 @@ class AdaHessian(SparseOptimizer):
         self, params: list[Tensor], grad_scale: Tensor | None, found_inf: Tensor | None
     ) -> None:
         """Refuse the distributed setups this step cannot serve, before anything is written."""
-        if _has_dtensor(params):
+        if _distributed.has_dtensor(params):
             raise RuntimeError(
                 "AdaHessian does not support FSDP2 (fully_shard) or other DTensor parameters: "
                 "FSDP2 reduce-scatters the gradients without their autograd graph, so no "
@@ -233,7 +131,7 @@ class AdaHessian(SparseOptimizer):
                 "process_group=torch.distributed.group.WORLD to AdaHessian."
             )
         if self.process_group is None:
-            world = _world_size()
+            world = _distributed.world_size()
             if world > 1:
                 warnings.warn(
                     f"AdaHessian: torch.distributed runs {world} processes but process_group is "
@@ -261,81 +159,78 @@ class AdaHessian(SparseOptimizer):
             bool(p.grad.any()) for p in params
         )
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
-        """One AdaHessian step; call ``loss.backward(create_graph=True)`` first (or pass a
-        closure that does)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        # Every check of the update runs before the Hessian pass writes state.
-        self._check_finite(self._plan())
+    # -- the step: the base class's one path, with the Hessian pass before the ops ------------
+    # Dynamo cannot trace tensors that carry a grad_fn (the gradients of backward(create_graph=
+    # True)), so under torch.compile the checks on them and the Hessian pass run eagerly: two
+    # deliberate graph breaks; the other checks and the fused update compile.
+    @torch.compiler.disable
+    def _preflight(self, buckets: list[Bucket]) -> None:
+        super()._preflight(buckets)
         if self.update_each != 1 and _capturing():
             raise RuntimeError(
                 f"AdaHessian: update_each={self.update_each} is counted on the host, so a CUDA "
                 "graph would replay one branch for ever; capture with update_each=1"
             )
-        pairs = [(p, g) for g in self.param_groups for p in g["params"] if p.grad is not None]
-        params = [p for p, _ in pairs]
+        params = [p for b in buckets for p in b.params]
         grad_scale: Tensor | None = getattr(self, "grad_scale", None)
         found_inf: Tensor | None = getattr(self, "found_inf", None)
-        found_inf = self._hessian_pass(params, [g for _, g in pairs], grad_scale, found_inf)
-        self._update(preflight=False, found_inf=found_inf)
-        return loss
+        self._check_distributed(params, grad_scale, found_inf)
+        if self._hessian_steps % self.update_each != 0 or not params:
+            return
+        if grad_scale is None and found_inf is not None:
+            raise RuntimeError(
+                "AdaHessian: scaler.unscale_(opt) was called before scaler.step(opt). The "
+                "Hessian-vector products come from the scaled loss, and after unscale_ the "
+                "optimizer is no longer given the scale to undo; accepted: scaler.step(opt) "
+                "without a prior unscale_ (clipping between unscale_ and step is not "
+                "supported with AdaHessian)"
+            )
+        if all(p.grad.grad_fn is None for p in params) and not self._is_state_init_step(params):
+            raise RuntimeError(
+                "AdaHessian.step() needs the graph of the gradients to compute "
+                f"Hessian-vector products, but none of the {len(params)} gradients has "
+                "one. Call loss.backward(create_graph=True) before opt.step() (and the "
+                "same inside a closure)."
+            )
 
-    # Dynamo cannot trace tensors that carry a grad_fn (the gradients of backward(create_graph=
-    # True)), so under torch.compile this pass runs eagerly: one deliberate graph break; the
-    # checks before it and the fused update after it compile.
     @torch.compiler.disable
-    def _hessian_pass(
-        self,
-        params: list[Tensor],
-        groups: list[dict[str, Any]],
-        grad_scale: Tensor | None,
-        found_inf: Tensor | None,
-    ) -> Tensor | None:
+    def _before_ops(self, buckets: list[Bucket], found_inf: Tensor | None) -> Tensor | None:
         """Refresh ``hessian_diag`` when due and detach the gradients; returns the skip flag
         for the update (``found_inf``, or the Hessian pass's flag under GradScaler)."""
-        self._check_distributed(params, grad_scale, found_inf)
+        # The probes are drawn in param_groups order, whatever the buckets' order.
+        pairs = [(p, s, b.group) for b in buckets for p, s in zip(b.params, b.states)]
+        order = {id(p): k for k, p in enumerate(p for g in self.param_groups for p in g["params"])}
+        pairs.sort(key=lambda t: order[id(t[0])])
+        params = [p for p, _, _ in pairs]
+        grad_scale: Tensor | None = getattr(self, "grad_scale", None)
         # A step GradScaler skips must equal an omitted one, so the probe generators and the
         # Hessian-step count are put back when it turns out skipped: one host sync per step,
         # only under GradScaler (and not while capturing a CUDA graph, which cannot sync).
         undo = None
         if grad_scale is not None and params and not _capturing():
-            undo = (self._hessian_steps,
-                    {d: self._generator(d).get_state() for d in {p.device for p in params}})
-        if self._hessian_steps % self.update_each == 0 and params:
-            if grad_scale is None and found_inf is not None:
-                raise RuntimeError(
-                    "AdaHessian: scaler.unscale_(opt) was called before scaler.step(opt). The "
-                    "Hessian-vector products come from the scaled loss, and after unscale_ the "
-                    "optimizer is no longer given the scale to undo; accepted: scaler.step(opt) "
-                    "without a prior unscale_ (clipping between unscale_ and step is not "
-                    "supported with AdaHessian)"
-                )
-            if all(p.grad.grad_fn is None for p in params):
-                if not self._is_state_init_step(params):
-                    raise RuntimeError(
-                        "AdaHessian.step() needs the graph of the gradients to compute "
-                        f"Hessian-vector products, but none of the {len(params)} gradients has "
-                        "one. Call loss.backward(create_graph=True) before opt.step() (and the "
-                        "same inside a closure)."
-                    )
-            else:
-                skip = self._update_hessian_diag(params, groups, grad_scale, found_inf)
-                if skip is not None:
-                    found_inf = skip
+            undo = (self._hessian_steps, {d: self._probes.generator(d).get_state()
+                                          for d in {p.device for p in params}})  # fmt: skip
+        if (self._hessian_steps % self.update_each == 0 and params
+                and any(p.grad.grad_fn is not None for p in params)):  # fmt: skip
+            skip = estimate_hessian_diag(
+                params, [g for _, _, g in pairs], [s["hessian_diag"] for _, s, _ in pairs],
+                self._probes, self.n_samples, self.process_group, grad_scale, found_inf,
+            )  # fmt: skip
+            if skip is not None:
+                found_inf = skip
         self._hessian_steps += 1
         if undo is not None and found_inf is not None and bool(found_inf):
             self._hessian_steps = undo[0]
             for device, gen_state in undo[1].items():
-                self._generator(device).set_state(gen_state)
+                self._probes.generator(device).set_state(gen_state)
         for p in params:  # free the double-backward graph
             p.grad = p.grad.detach()
         if self.process_group is not None:
-            for p, g in zip(params, _averaged([p.grad for p in params], self.process_group)):
+            for p, g in zip(params, _distributed.averaged([p.grad for p in params],
+                                                          self.process_group)):  # fmt: skip
                 p.grad = g
+        for b in buckets:  # the ops update with the detached (averaged) gradients
+            b.grads[:] = [p.grad for p in b.params]
         return found_inf
 
     def _op_args(self, group: dict[str, Any], b: Bucket) -> list[Any]:
@@ -345,7 +240,7 @@ class AdaHessian(SparseOptimizer):
             [s["exp_hessian_diag_sq"] for s in b.states],
             [s["hessian_diag"] for s in b.states],
             [s["step"] for s in b.states],
-            float(group["lr"]),
+            lr_arg(group["lr"]),
             float(beta1),
             float(beta2),
             float(group["eps"]),
@@ -364,9 +259,8 @@ class AdaHessian(SparseOptimizer):
         sd = super().state_dict()
         for group in self.param_groups:
             for p in group["params"]:
-                self._generator(p.device)
-        states = dict(self._generator_states)
-        states.update({str(d): g.get_state() for d, g in self._generators.items()})
+                self._probes.generator(p.device)
+        states = self._probes.states()
         extra = dict(seed=self.seed, hessian_steps=self._hessian_steps,
                      update_each=self.update_each, n_samples=self.n_samples,
                      generator_states=states)
@@ -391,10 +285,8 @@ class AdaHessian(SparseOptimizer):
             # dicts before they were saved keep the constructor's).
             self.update_each = extra.get("update_each", self.update_each)
             self.n_samples = extra.get("n_samples", self.n_samples)
-            self.seed = extra["seed"]
             self._hessian_steps = extra["hessian_steps"]
-            self._generators = {}
-            self._generator_states = {k: v.clone() for k, v in extra["generator_states"].items()}
+            self._probes.load(extra["seed"], extra["generator_states"])
 
 
 def _check_counts(update_each: Any, n_samples: Any, seed: Any, capturable: bool) -> None:
@@ -408,62 +300,3 @@ def _check_counts(update_each: Any, n_samples: Any, seed: Any, capturable: bool)
             f"AdaHessian: update_each={update_each} is counted on the host, which a CUDA graph "
             "cannot replay; accepted with capturable=True: update_each=1"
         )
-
-
-# -- data parallelism (process_group=) ---------------------------------------------------------
-def _world_size() -> int:
-    """The default group's size when torch.distributed is initialized, else 1."""
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def _check_process_group(group: Any) -> Any:
-    if group is None:
-        return None
-    import torch.distributed as dist
-
-    if not dist.is_available() or not isinstance(group, dist.ProcessGroup):
-        raise ValueError(
-            f"AdaHessian: process_group = {group!r} is not a torch.distributed ProcessGroup; "
-            "accepted: None, or a process group such as torch.distributed.group.WORLD (after "
-            "torch.distributed.init_process_group)"
-        )
-    return group
-
-
-def _broadcast_seed(seed: int, group: Any) -> int:
-    """The seed of the group's first rank, so that every rank draws the same probes."""
-    import torch.distributed as dist
-
-    box = [seed]
-    dist.broadcast_object_list(box, src=dist.get_global_rank(group, 0), group=group)
-    return int(box[0])
-
-
-def _averaged(tensors: list[Tensor], group: Any) -> list[Tensor]:
-    """The mean of each tensor over ``group``: one all-reduce (sum, then / size) per device
-    and dtype on a flat buffer. New tensors (the inputs may be expanded views), in the
-    inputs' order, which is the same on every rank (the parameters' order)."""
-    import torch.distributed as dist
-
-    size = dist.get_world_size(group)
-    if size == 1:
-        return list(tensors)
-    buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-    for i, t in enumerate(tensors):
-        buckets.setdefault((t.device, t.dtype), []).append(i)
-    out: list[Tensor] = list(tensors)
-    for idx in buckets.values():
-        flat = torch.cat([tensors[i].reshape(-1) for i in idx])
-        dist.all_reduce(flat, group=group)
-        flat.div_(size)
-        offset = 0
-        for i in idx:
-            t = tensors[i]
-            mean = flat[offset : offset + t.numel()].view(t.shape)
-            if not t.is_contiguous():  # keep the layout (e.g. channels_last) for the kernels
-                mean = torch.empty_like(t, memory_format=torch.preserve_format).copy_(mean)
-            out[i] = mean
-            offset += t.numel()
-    return out

@@ -8,8 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import Bucket, SparseOptimizer, check_betas, check_real, new_step
-from .prox_sgd import Params
+from ._base import Bucket, Params, SparseOptimizer, lr_arg, new_step
 
 
 class Adam(SparseOptimizer):
@@ -32,7 +31,7 @@ class Adam(SparseOptimizer):
     Args:
         params: parameters or parameter groups.
         lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay: as in
-            :class:`torch.optim.Adam` (``lr`` a float).
+            :class:`torch.optim.Adam` (``lr`` a float or a one-element tensor).
         foreach, fused: accepted for compatibility; sparseopt always runs its fused kernel, which
             keeps step counters on the parameters' device and never synchronises with the host.
         differentiable: must be False (not supported).
@@ -80,11 +79,7 @@ class Adam(SparseOptimizer):
 
     def _check_hyperparameters(self, group: dict[str, Any]) -> None:
         owner = self._owner
-        check_real(owner, "lr", group["lr"], low=0)
-        check_betas(owner, group["betas"])
-        check_real(owner, "eps", group["eps"], low=0, low_inclusive=False)
-        check_real(owner, "weight_decay", group["weight_decay"], low=0)
-        check_real(owner, "l1", group["l1"], low=0)
+        super()._check_hyperparameters(group)
         for flag in ("amsgrad", "maximize", "decoupled_weight_decay"):
             if not isinstance(group[flag], bool):
                 raise ValueError(f"{owner}: {flag} must be a bool, got {group[flag]!r}")
@@ -110,7 +105,7 @@ class Adam(SparseOptimizer):
             [s["exp_avg_sq"] for s in b.states],
             [s["max_exp_avg_sq"] for s in b.states] if amsgrad else [],
             [s["step"] for s in b.states],
-            float(group["lr"]),
+            lr_arg(group["lr"]),
             float(beta1),
             float(beta2),
             float(group["eps"]),

@@ -9,8 +9,8 @@ from typing import Any
 
 from torch import Tensor
 
-from ._base import Bucket, SparseOptimizer, check_real, new_step
-from .prox_sgd import Params, _required
+from .._schedules import obproxsg_is_orthant
+from ._base import Bucket, Params, SparseOptimizer, lr_arg, new_step
 
 
 def _check_count(owner: str, name: str, value: Any, accepted: str, allow_inf: bool = False) -> None:
@@ -19,6 +19,11 @@ def _check_count(owner: str, name: str, value: Any, accepted: str, allow_inf: bo
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{owner}: invalid {name} = {value!r}; accepted: {accepted}")
+
+
+def _op_n_o(n_o: int | float) -> int:
+    """``n_o`` as the op and the schedule take it: -1 for infinity (OBProx-SG+)."""
+    return -1 if n_o == math.inf else int(n_o)
 
 
 class OBProxSG(SparseOptimizer):
@@ -64,6 +69,8 @@ class OBProxSG(SparseOptimizer):
     """
 
     op_name = "obproxsg_step_"
+    _required = ("lr", "l1", "steps_per_epoch")
+    _example = "{owner}(model.parameters(), lr=0.1, l1=1e-4, steps_per_epoch=len(loader))"
 
     def __init__(
         self,
@@ -88,13 +95,7 @@ class OBProxSG(SparseOptimizer):
 
     def _check_hyperparameters(self, group: dict[str, Any]) -> None:
         owner = self._owner
-        example = f"{owner}(model.parameters(), lr=0.1, l1=1e-4, steps_per_epoch=len(loader))"
-        _required(owner, "lr", group["lr"], example)
-        _required(owner, "l1", group["l1"], example)
-        _required(owner, "steps_per_epoch", group["steps_per_epoch"], example)
-        check_real(owner, "lr", group["lr"], low=0)
-        check_real(owner, "l1", group["l1"], low=0)
-        check_real(owner, "eps", group["eps"], low=0)
+        super()._check_hyperparameters(group)
         _check_count(owner, "n_p", group["n_p"], "an int >= 1 (epochs of each Prox-SG phase)")
         _check_count(
             owner, "n_o", group["n_o"],
@@ -110,14 +111,11 @@ class OBProxSG(SparseOptimizer):
         state["step"] = new_step(param)
 
     def _op_args(self, group: dict[str, Any], b: Bucket) -> list[Any]:
-        n_o = group["n_o"]
-        if not b.covered:
-            n_o = 0  # no l1 term: Prox-SG with l1 = 0, i.e. SGD, in every phase
-        elif n_o == math.inf:
-            n_o = -1
+        # no l1 term: Prox-SG with l1 = 0, i.e. SGD, in every phase
+        n_o = _op_n_o(group["n_o"]) if b.covered else 0
         return [
             [s["step"] for s in b.states],
-            float(group["lr"]),
+            lr_arg(group["lr"]),
             float(group["l1"]) if b.covered else 0.0,
             float(group["eps"]),
             int(group["steps_per_epoch"]),
@@ -138,13 +136,8 @@ class OBProxSG(SparseOptimizer):
                     done = int(s.item())
                     break
             step = done + 1
-        n_o = group["n_o"]
-        n_o = -1 if n_o == math.inf else int(n_o)
-        epoch = (step - 1) // int(group["steps_per_epoch"])
-        if n_o < 0:
-            orthant = epoch >= group["n_p"]
-        else:
-            orthant = epoch % (group["n_p"] + n_o) >= group["n_p"]
+        orthant = obproxsg_is_orthant(step, int(group["steps_per_epoch"]), int(group["n_p"]),
+                                      _op_n_o(group["n_o"]))  # fmt: skip
         return "orthant" if orthant else "prox"
 
 

@@ -11,9 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..reference.obprox_pdca import pdca_betas
-from ._base import Bucket, SparseOptimizer, check_real, new_step
-from .prox_sgd import Params, _required
+from .._schedules import pdca_betas
+from ._base import Bucket, Params, SparseOptimizer, lr_arg, new_step
 
 
 class PDCA(SparseOptimizer):
@@ -65,6 +64,8 @@ class PDCA(SparseOptimizer):
     """
 
     op_name = "pdca_step_"
+    _required = ("lr", "l1", "theta")
+    _example = "{owner}(model.parameters(), lr=0.05, l1=1e-4, theta=10.0)"
 
     def __init__(
         self,
@@ -95,14 +96,7 @@ class PDCA(SparseOptimizer):
 
     def _check_hyperparameters(self, group: dict[str, Any]) -> None:
         owner = self._owner
-        example = f"{owner}(model.parameters(), lr=0.05, l1=1e-4, theta=10.0)"
-        _required(owner, "lr", group["lr"], example)
-        _required(owner, "l1", group["l1"], example)
-        _required(owner, "theta", group["theta"], example)
-        check_real(owner, "lr", group["lr"], low=0)
-        check_real(owner, "l1", group["l1"], low=0)
-        check_real(owner, "theta", group["theta"], low=0, low_inclusive=False)
-        check_real(owner, "weight_decay", group["weight_decay"], low=0)
+        super()._check_hyperparameters(group)
         restart = group["restart"]
         if isinstance(restart, bool) or not isinstance(restart, int) or restart < 1:
             raise ValueError(
@@ -127,7 +121,7 @@ class PDCA(SparseOptimizer):
             [s["x"] for s in b.states],
             [s["step"] for s in b.states],
             self._beta_table(int(group["restart"]), b.params[0].device),
-            float(group["lr"]),
+            lr_arg(group["lr"]),
             float(group["l1"]) if b.covered else 0.0,
             float(group["theta"]),
             float(group["weight_decay"]),

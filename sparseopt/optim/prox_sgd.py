@@ -3,21 +3,12 @@ and 2)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ._base import Bucket, SparseOptimizer, check_real, new_step
-
-Params = Iterable[Tensor] | Iterable[dict[str, Any]]
-
-
-def _required(owner: str, name: str, value: Any, example: str) -> None:
-    if value is None:
-        raise ValueError(f"{owner}: {name} is required; e.g. {example}")
-
+from ._base import Bucket, Params, SparseOptimizer, lr_arg, new_step
 
 class ProxSGD(SparseOptimizer):
     r"""Proximal SGD with an l1 penalty: exact zeros from the soft-threshold prox.
@@ -32,7 +23,7 @@ class ProxSGD(SparseOptimizer):
 
     Args:
         params: parameters or parameter groups, as for any torch optimizer.
-        lr: learning rate (required, >= 0).
+        lr: learning rate (required, >= 0; a float or a one-element tensor).
         l1: the l1 weight ``lambda`` (>= 0). 0 gives plain SGD.
         momentum: heavy-ball momentum ``mu`` in [0, 1) (state ``momentum_buffer``).
         weight_decay: l2 penalty added to the gradient (>= 0).
@@ -49,6 +40,8 @@ class ProxSGD(SparseOptimizer):
 
     op_name = "prox_sgd_step_"
     _optional_state = ("momentum_buffer",)  # created when momentum is switched on later
+    _required = ("lr",)
+    _example = "{owner}(model.parameters(), lr=0.1, l1=1e-4)"
 
     def __init__(
         self,
@@ -68,14 +61,6 @@ class ProxSGD(SparseOptimizer):
             backend=backend, capturable=capturable, check_finite=check_finite,
         )  # fmt: skip
         super().__init__(params, defaults)
-
-    def _check_hyperparameters(self, group: dict[str, Any]) -> None:
-        owner = self._owner
-        _required(owner, "lr", group["lr"], f"{owner}(model.parameters(), lr=0.1, l1=1e-4)")
-        check_real(owner, "lr", group["lr"], low=0)
-        check_real(owner, "l1", group["l1"], low=0)
-        check_real(owner, "momentum", group["momentum"], low=0, high=1)
-        check_real(owner, "weight_decay", group["weight_decay"], low=0)
 
     def _init_state(self, param: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         if group["momentum"] != 0:
@@ -100,7 +85,7 @@ class ProxSGD(SparseOptimizer):
     def _op_args(self, group: dict[str, Any], b: Bucket) -> list[Any]:
         return [
             self._buffers(group, b.params, b.states),
-            float(group["lr"]),
+            lr_arg(group["lr"]),
             float(group["l1"]) if b.covered else 0.0,
             float(group["momentum"]),
             float(group["weight_decay"]),
@@ -128,6 +113,8 @@ class SqrtTProxSGD(ProxSGD):
     """
 
     op_name = "sqrt_t_prox_sgd_step_"
+    _required = ("lr", "l1")
+    _example = "{owner}(model.parameters(), lr=0.1, l1=1e-6)"
 
     def __init__(
         self,
@@ -149,12 +136,6 @@ class SqrtTProxSGD(ProxSGD):
         )  # fmt: skip
         SparseOptimizer.__init__(self, params, defaults)
 
-    def _check_hyperparameters(self, group: dict[str, Any]) -> None:
-        owner = self._owner
-        _required(owner, "l1", group["l1"], f"{owner}(model.parameters(), lr=0.1, l1=1e-6)")
-        super()._check_hyperparameters(group)
-        check_real(owner, "gamma", group["gamma"], low=0, low_inclusive=False)
-
     def _init_state(self, param: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         state["step"] = new_step(param)
         super()._init_state(param, state, group)
@@ -163,7 +144,7 @@ class SqrtTProxSGD(ProxSGD):
         return [
             self._buffers(group, b.params, b.states),
             [s["step"] for s in b.states],
-            float(group["lr"]),
+            lr_arg(group["lr"]),
             float(group["l1"]) if b.covered else 0.0,
             float(group["gamma"]),
             float(group["momentum"]),

@@ -8,8 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import Bucket, SparseOptimizer, check_choice, check_real, new_step
-from .prox_sgd import Params, _required
+from ._base import Bucket, Params, SparseOptimizer, check_choice, lr_arg, new_step
 
 
 class RDA(SparseOptimizer):
@@ -40,6 +39,8 @@ class RDA(SparseOptimizer):
     """
 
     op_name = "rda_step_"
+    _required = ("l1",)
+    _example = "{owner}(model.parameters(), l1=1e-4, gamma=1.0)"
 
     def __init__(
         self,
@@ -62,10 +63,7 @@ class RDA(SparseOptimizer):
 
     def _check_hyperparameters(self, group: dict[str, Any]) -> None:
         owner = self._owner
-        _required(owner, "l1", group["l1"], f"{owner}(model.parameters(), l1=1e-4, gamma=1.0)")
-        check_real(owner, "l1", group["l1"], low=0)
-        check_real(owner, "gamma", group["gamma"], low=0, low_inclusive=False)
-        check_real(owner, "lr", group["lr"], low=0)
+        super()._check_hyperparameters(group)
         check_choice(owner, "w0", group["w0"], ("init", "zero"))
         after = group["retrain_after"]
         if after is not None and (isinstance(after, bool) or not isinstance(after, int) or after < 0):
@@ -88,7 +86,7 @@ class RDA(SparseOptimizer):
             [s["grad_avg"] for s in b.states],
             [s["center"] for s in b.states] if group["w0"] == "init" else [],
             [s["step"] for s in b.states],
-            float(group["lr"]),
+            lr_arg(group["lr"]),
             float(group["l1"]) if b.covered else 0.0,
             float(group["gamma"]),
             bool(group["retraining"]),

@@ -139,6 +139,14 @@ def check_lists(
             )
 
 
-def check_hyper(op: str, name: str, value: float, ok: bool, accepted: str) -> None:
-    if not (value == value and abs(value) != float("inf") and ok):
-        raise RuntimeError(f"{op}: {name} = {value} is invalid; accepted: {accepted}")
+def host_lr(op: str, lr: float | Tensor) -> float:
+    """The value of an op's ``lr``: a float, or a one-element float tensor (the ``.tensor_lr``
+    overload; read on the host here, on the device by the native CUDA kernels)."""
+    if isinstance(lr, Tensor):
+        if lr.layout != torch.strided or lr.numel() != 1 or not lr.is_floating_point():
+            raise RuntimeError(
+                f"{op}: lr must be a float or a real floating-point tensor with one element, got "
+                f"{lr.dtype} of shape {list(lr.shape)}"
+            )
+        return float(lr)
+    return lr

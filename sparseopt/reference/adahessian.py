@@ -8,9 +8,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .._domains import check_op_hyper
 from ._common import (
     bump_steps,
-    check_hyper,
+    host_lr,
     check_lists,
     ieee_sqrt,
     inv_scale,
@@ -33,7 +34,7 @@ def hutchinson_diag_(
 ) -> None:
     """``D <- (accumulate ? D : 0) + weight * mean over spatial taps of |z * Hz|``."""
     op = "sparseopt::hutchinson_diag_"
-    check_hyper(op, "weight", weight, weight > 0, "a finite float > 0")
+    check_op_hyper("hutchinson_diag_", weight=weight)
     check_lists(op, [("diags", diags), ("zs", zs), ("hzs", hzs)])
     for d, z, hz in zip(diags, zs, hzs):
         if d.numel() == 0:
@@ -59,7 +60,7 @@ def adahessian_step_(
     exp_hessian_diag_sqs: Sequence[Tensor],
     hessian_diags: Sequence[Tensor],
     steps: Sequence[Tensor],
-    lr: float,
+    lr: float | Tensor,
     beta1: float,
     beta2: float,
     eps: float,
@@ -71,13 +72,9 @@ def adahessian_step_(
     """``m <- b1 m + (1-b1) g; v <- b2 v + (1-b2) D^2;
     w <- w - lr (m/(1-b1^t)) / ((sqrt(v)/sqrt(1-b2^t))^k + eps) - lr wd w``."""
     op = "sparseopt::adahessian_step_"
-    check_hyper(op, "lr", lr, lr >= 0, "a finite float >= 0")
-    check_hyper(op, "beta1", beta1, 0 <= beta1 < 1, "0 <= beta1 < 1")
-    check_hyper(op, "beta2", beta2, 0 <= beta2 < 1, "0 <= beta2 < 1")
-    check_hyper(op, "eps", eps, eps > 0, "a finite float > 0")
-    check_hyper(op, "weight_decay", weight_decay, weight_decay >= 0, "a finite float >= 0")
-    check_hyper(op, "hessian_power", hessian_power, 0 < hessian_power <= 1,
-                "0 < hessian_power <= 1")
+    lr = host_lr(op, lr)
+    check_op_hyper("adahessian_step_", lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                   weight_decay=weight_decay, hessian_power=hessian_power)
     check_lists(op, [("params", params), ("grads", grads), ("exp_avgs", exp_avgs),
                      ("exp_hessian_diag_sqs", exp_hessian_diag_sqs),
                      ("hessian_diags", hessian_diags)], steps, grad_scale, found_inf)

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .._domains import check_op_hyper
 from ._common import (
     bump_steps,
-    check_hyper,
+    host_lr,
     check_lists,
     ieee_sqrt,
     inv_scale,
@@ -31,7 +32,7 @@ def adam_step_(
     exp_avg_sqs: Sequence[Tensor],
     max_exp_avg_sqs: Sequence[Tensor],
     steps: Sequence[Tensor],
-    lr: float,
+    lr: float | Tensor,
     beta1: float,
     beta2: float,
     eps: float,
@@ -45,12 +46,9 @@ def adam_step_(
 ) -> None:
     """Adam (AdamW with ``decoupled_weight_decay``), optional l1 prox ``soft(w, lr*l1)``."""
     op = "sparseopt::adam_step_"
-    check_hyper(op, "lr", lr, lr >= 0, "a finite float >= 0")
-    check_hyper(op, "beta1", beta1, 0 <= beta1 < 1, "0 <= beta1 < 1")
-    check_hyper(op, "beta2", beta2, 0 <= beta2 < 1, "0 <= beta2 < 1")
-    check_hyper(op, "eps", eps, eps > 0, "a finite float > 0")
-    check_hyper(op, "weight_decay", weight_decay, weight_decay >= 0, "a finite float >= 0")
-    check_hyper(op, "l1", l1, l1 >= 0, "a finite float >= 0")
+    lr = host_lr(op, lr)
+    check_op_hyper("adam_step_", lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                   weight_decay=weight_decay, l1=l1)
     if not amsgrad and len(max_exp_avg_sqs) > 0 and len(params) > 0:
         raise RuntimeError(
             f"{op}: max_exp_avg_sqs must be empty when amsgrad is False "

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .._domains import check_op_hyper
 from ._common import (
     bump_steps,
-    check_hyper,
+    host_lr,
     check_lists,
     inv_scale,
     load_grad,
@@ -30,7 +31,7 @@ def _prox_sgd_family(
     grads: Sequence[Tensor],
     momentum_buffers: Sequence[Tensor],
     steps: Sequence[Tensor] | None,
-    lr: float,
+    lr: float | Tensor,
     l1: float,
     gamma: float,
     momentum: float,
@@ -38,11 +39,10 @@ def _prox_sgd_family(
     grad_scale: Tensor | None,
     found_inf: Tensor | None,
 ) -> None:
-    check_hyper(op, "lr", lr, lr >= 0, "a finite float >= 0")
-    check_hyper(op, "l1", l1, l1 >= 0, "a finite float >= 0")
-    check_hyper(op, "gamma", gamma, gamma > 0, "a finite float > 0")
-    check_hyper(op, "momentum", momentum, 0 <= momentum < 1, "0 <= momentum < 1")
-    check_hyper(op, "weight_decay", weight_decay, weight_decay >= 0, "a finite float >= 0")
+    lr = host_lr(op, lr)
+    gammas = {} if steps is None else {"gamma": gamma}  # prox_sgd_step_ has no gamma
+    check_op_hyper(op.removeprefix("sparseopt::"), lr=lr, l1=l1, **gammas, momentum=momentum,
+                   weight_decay=weight_decay)  # fmt: skip
     if (momentum != 0) != (len(momentum_buffers) > 0) and len(params) > 0:
         raise RuntimeError(
             f"{op}: momentum_buffers must hold one buffer per parameter when momentum != 0 and "
@@ -77,7 +77,7 @@ def prox_sgd_step_(
     params: Sequence[Tensor],
     grads: Sequence[Tensor],
     momentum_buffers: Sequence[Tensor],
-    lr: float,
+    lr: float | Tensor,
     l1: float,
     momentum: float,
     weight_decay: float,
@@ -96,7 +96,7 @@ def sqrt_t_prox_sgd_step_(
     grads: Sequence[Tensor],
     momentum_buffers: Sequence[Tensor],
     steps: Sequence[Tensor],
-    lr: float,
+    lr: float | Tensor,
     l1: float,
     gamma: float,
     momentum: float,
@@ -117,7 +117,7 @@ def rda_step_(
     grad_avgs: Sequence[Tensor],
     centers: Sequence[Tensor],
     steps: Sequence[Tensor],
-    lr: float,
+    lr: float | Tensor,
     l1: float,
     gamma: float,
     retrain: bool,
@@ -129,9 +129,8 @@ def rda_step_(
     ``s = lr*sqrt(t)/gamma``; ``centers`` empty means ``w0 = 0``. In retraining (``retrain`` or
     ``t > retrain_after >= 0``) the gradient is masked where ``w == 0`` and zeros stay zero."""
     op = "sparseopt::rda_step_"
-    check_hyper(op, "lr", lr, lr >= 0, "a finite float >= 0")
-    check_hyper(op, "l1", l1, l1 >= 0, "a finite float >= 0")
-    check_hyper(op, "gamma", gamma, gamma > 0, "a finite float > 0")
+    lr = host_lr(op, lr)
+    check_op_hyper("rda_step_", lr=lr, l1=l1, gamma=gamma)
     if len(centers) not in (0, len(params)):
         raise RuntimeError(
             f"{op}: centers must be empty (w0 = 0) or hold one tensor per parameter, got "

@@ -15,9 +15,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .._schedules import obproxsg_is_orthant
+from .._domains import check_op_hyper
 from ._common import (
     bump_steps,
-    check_hyper,
+    host_lr,
     check_lists,
     inv_scale,
     load_grad,
@@ -27,17 +29,6 @@ from ._common import (
 )
 
 # -- OBProx-SG ---------------------------------------------------------------------------------
-
-
-def obproxsg_is_orthant(t: int, steps_per_epoch: int, n_p: int, n_o: int) -> bool:
-    """Whether step ``t`` (counted from 1) is an orthant step: ``epoch = (t-1) // steps_per_epoch``;
-    ``n_o < 0`` is infinity (OBProx-SG+), ``n_o == 0`` Prox-SG only."""
-    epoch = (t - 1) // steps_per_epoch
-    if n_o < 0:
-        return epoch >= n_p
-    if n_o == 0:
-        return False
-    return epoch % (n_p + n_o) >= n_p
 
 
 def _check_int(op: str, name: str, value: int, ok: bool, accepted: str) -> None:
@@ -58,7 +49,7 @@ def obproxsg_step_(
     params: Sequence[Tensor],
     grads: Sequence[Tensor],
     steps: Sequence[Tensor],
-    lr: float,
+    lr: float | Tensor,
     l1: float,
     eps: float,
     steps_per_epoch: int,
@@ -70,9 +61,8 @@ def obproxsg_step_(
     """OBProx-SG: a Prox-SG step ``w <- soft(w - lr*g, lr*l1)`` or an orthant step, chosen per
     tensor from its step count (see :func:`obproxsg_is_orthant`); bumps ``steps``."""
     op = "sparseopt::obproxsg_step_"
-    check_hyper(op, "lr", lr, lr >= 0, "a finite float >= 0")
-    check_hyper(op, "l1", l1, l1 >= 0, "a finite float >= 0")
-    check_hyper(op, "eps", eps, eps >= 0, "a finite float >= 0")
+    lr = host_lr(op, lr)
+    check_op_hyper("obproxsg_step_", lr=lr, l1=l1, eps=eps)
     _check_int(op, "steps_per_epoch", steps_per_epoch, steps_per_epoch >= 1, "an int >= 1")
     _check_int(op, "n_p", n_p, n_p >= 1, "an int >= 1")
     _check_int(
@@ -94,28 +84,6 @@ def obproxsg_step_(
 
 
 # -- pDCA_e ------------------------------------------------------------------------------------
-
-
-def pdca_betas(restart: int) -> list[float]:
-    """The extrapolation weights of one restart period (docs/algorithms.md section 7):
-    ``betas[m]`` is the beta with which step t extrapolates when ``t % restart == m`` (t counted
-    from 1): ``betas[m] = beta_m = (k_{m-1} - 1) / k_m`` of the FISTA recurrence
-    ``k_{m+1} = (1 + sqrt(1 + 4 k_m^2)) / 2`` from ``k_{-1} = k_0 = 1``.
-
-    Indexed as in the paper: the step that makes ``x_t`` is followed by
-    ``y_t = x_t + beta_t (x_t - x_{t-1})``, so steps 1, 2, 3 extrapolate with 0, 0.2818, 0.4340
-    (``betas[0] = beta_0 = 0`` belongs to no step of the first period: ``y_0 = x_0``). After step
-    n with ``n % restart == 0`` the pair is reset to ``k_{n-1} = k_n = 1``, so step n uses
-    ``betas[0] = 0``, step n + 1 ``betas[1] = 0`` and step n + 2 ``betas[2] = 0.2818``.
-    """
-    if isinstance(restart, bool) or not isinstance(restart, int) or restart < 1:
-        raise ValueError(f"pdca_betas: invalid restart = {restart!r}; accepted: an int >= 1")
-    out = []
-    k_prev, k = 1.0, 1.0
-    for _ in range(restart):
-        out.append((k_prev - 1.0) / k)
-        k_prev, k = k, (1.0 + math.sqrt(1.0 + 4.0 * k * k)) / 2.0
-    return out
 
 
 # Constants of csrc/rules/pdca.h (ExpConstants, exp_horner_).
@@ -166,7 +134,7 @@ def pdca_step_(
     iterates: Sequence[Tensor],
     steps: Sequence[Tensor],
     betas: Tensor,
-    lr: float,
+    lr: float | Tensor,
     l1: float,
     theta: float,
     weight_decay: float,
@@ -179,10 +147,8 @@ def pdca_step_(
 
     writes ``iterates <- x_new`` and ``params <- y_new``; bumps ``steps``."""
     op = "sparseopt::pdca_step_"
-    check_hyper(op, "lr", lr, lr >= 0, "a finite float >= 0")
-    check_hyper(op, "l1", l1, l1 >= 0, "a finite float >= 0")
-    check_hyper(op, "theta", theta, theta > 0, "a finite float > 0")
-    check_hyper(op, "weight_decay", weight_decay, weight_decay >= 0, "a finite float >= 0")
+    lr = host_lr(op, lr)
+    check_op_hyper("pdca_step_", lr=lr, l1=l1, theta=theta, weight_decay=weight_decay)
     if (
         betas.layout != torch.strided
         or betas.dim() != 1

@@ -25,8 +25,8 @@ import torch
 from conftest import DTYPES, assert_lists_equal, deep_clone, zero_every_7th
 
 from sparseopt import reference
-from sparseopt.reference.obprox_pdca import pdca_betas
-from sparseopt.reference.sparse_conv import dense_to_csr, dense_to_taps
+from sparseopt._schedules import pdca_betas
+from sparseopt.nn.formats import dense_to_csr, dense_to_taps
 
 # make test-emu sets this: there a build that cannot be made must fail, not skip.
 REQUIRED = os.environ.get("SPARSEOPT_REQUIRE_EMULATION") == "1"
