@@ -25,7 +25,7 @@ import emulated  # noqa: E402
 import test_emulated_kernels as cases  # noqa: E402
 
 import sparseopt  # noqa: E402,F401  (registers torch.ops.sparseopt)
-from sparseopt.reference.sparse_conv import dense_to_csr, dense_to_taps  # noqa: E402
+from sparseopt.nn.formats import dense_to_csr, dense_to_taps  # noqa: E402
 
 
 def ulps(a: torch.Tensor, b: torch.Tensor) -> tuple[int, float]:

@@ -38,6 +38,7 @@ import sparseopt
 from sparseopt import reference
 from sparseopt._schedules import pdca_betas
 from sparseopt.nn import SparseDepthwiseConv2d, SparsePointwiseConv2d
+from sparseopt.nn import formats
 from sparseopt.reference import sparse_conv as conv_ref
 
 pytestmark = pytest.mark.skipif(
@@ -497,7 +498,7 @@ def test_pointwise_conv_native_equals_reference(n, c, o, h, w, dtype, pattern, d
     x = _conv_input((n, c, h, w), dtype, layout, scale, gen)
     weight = _sparse_weight((o, c, 1, 1), dtype, pattern, density, scale, gen)
     b = _conv_input((o,), dtype, "contiguous", scale, gen) if bias else None
-    rp, ci, v = conv_ref.dense_to_csr(weight)
+    rp, ci, v = formats.dense_to_csr(weight)
     assert v.numel() == int((weight != 0).sum())
     with _Isa(isa):
         out = torch.ops.sparseopt.csr_pointwise_conv2d(x, rp, ci, v, b)
@@ -536,7 +537,7 @@ def test_depthwise_conv_native_equals_reference(n, c, h, w, kh, kw, sh, sw, ph, 
     x = _conv_input((n, c, h, w), dtype, layout, scale, gen)
     weight = _sparse_weight((c, 1, kh, kw), dtype, pattern, density, scale, gen)
     b = _conv_input((c,), dtype, "contiguous", scale, gen) if bias else None
-    tp, ti, v = conv_ref.dense_to_taps(weight)
+    tp, ti, v = formats.dense_to_taps(weight)
     conv = ([kh, kw], [sh, sw], [ph, pw])
     with _Isa(isa):
         out = torch.ops.sparseopt.sparse_depthwise_conv2d(x, tp, ti, v, b, *conv)

@@ -674,44 +674,7 @@ def test_amp_grad_scaler_skips_inf_steps(name: str) -> None:
     assert opt.state[model[0].weight]["step"].item() == 10
 
 
-# -- opcheck ------------------------------------------------------------------------------------
-
-
-def _op_args(name: str, device: str, dtype: torch.dtype = torch.float32):
-    gen = torch.Generator().manual_seed(0)
-
-    def t(*shape):
-        return torch.randn(*shape, generator=gen, dtype=dtype).to(device)
-
-    params = [t(5, 3), t(7), t(2, 3, 3, 3)]
-    grads = [t(*p.shape) for p in params]
-    steps = [torch.full((), 3.0, device=device) for _ in params]
-    scale = torch.full((), 4.0, device=device)
-    inf = torch.zeros((), device=device)
-    if name == "obproxsg_step_":
-        return (params, grads, steps, 0.1, 0.01, 0.0, 2, 1, 3, scale, inf)
-    betas = torch.tensor(pdca_betas(5), dtype=torch.float64).to(device)
-    return (params, grads, [t(*p.shape) for p in params], steps, betas, 0.1, 0.01, 2.0, 1e-3,
-            scale, inf)
-
-
-@pytest.mark.parametrize("name", ["obproxsg_step_", "pdca_step_"])
-@pytest.mark.parametrize("device", DEVICES)
-def test_opcheck(name: str, device: str) -> None:
-    torch.library.opcheck(getattr(torch.ops.sparseopt, name), _op_args(name, device))
-
-
-@pytest.mark.parametrize("name", ["obproxsg_step_", "pdca_step_"])
-def test_meta_device_runs_the_fake_kernel(name: str) -> None:
-    getattr(torch.ops.sparseopt, name)(*_op_args(name, "meta"))
-
-
-@needs_native
-def test_python_schemas_match_the_cpp_definitions() -> None:
-    for name in ("obproxsg_step_", "pdca_step_"):
-        cpp = str(getattr(torch.ops.sparseopt, name).default._schema)
-        assert cpp == f"sparseopt::{name}{sparseopt.ops.SCHEMAS[name]}"
-    assert sparseopt.ops.REFERENCES["pdca_step_"] is reference.pdca_step_
+# opcheck, the fake kernels and the schemas of both ops: tests/test_ops.py, from the op table.
 
 
 # -- bad input ----------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from sparseopt.nn import (
     decompress,
     sparsify,
 )
+from sparseopt.nn import formats
 from sparseopt.reference import sparse_conv as ref
 
 from conftest import DEVICES
@@ -62,7 +63,7 @@ def test_pointwise_op_matches_conv2d(device, dtype, sparsity, shape, bias, isa, 
     x = randn(n, c, h, w, gen=gen, dtype=dtype, device=device)
     weight = prune_(randn(o, c, 1, 1, gen=gen, dtype=dtype, device=device), sparsity, gen)
     b = randn(o, gen=gen, dtype=dtype, device=device) if bias else None
-    row_ptr, col_idx, values = ref.dense_to_csr(weight)
+    row_ptr, col_idx, values = formats.dense_to_csr(weight)
     assert values.numel() == int((weight != 0).sum())
     out = torch.ops.sparseopt.csr_pointwise_conv2d(x, row_ptr, col_idx, values, b)
     expected = F.conv2d(x, weight, b)
@@ -94,7 +95,7 @@ def test_depthwise_op_matches_conv2d(device, dtype, sparsity, case, isa, gen):
     x = randn(n, c, h, w, gen=gen, dtype=dtype, device=device)
     weight = prune_(randn(c, 1, *k, gen=gen, dtype=dtype, device=device), sparsity, gen)
     b = randn(c, gen=gen, dtype=dtype, device=device)
-    tap_ptr, tap_idx, values = ref.dense_to_taps(weight)
+    tap_ptr, tap_idx, values = formats.dense_to_taps(weight)
     out = torch.ops.sparseopt.sparse_depthwise_conv2d(x, tap_ptr, tap_idx, values, b, list(k), list(s), list(p))
     expected = F.conv2d(x, weight, b, stride=s, padding=p, groups=c)
     assert out.shape == expected.shape and out.is_contiguous()
@@ -108,13 +109,13 @@ def test_all_zero_channels_give_the_bias(gen):
     w = randn(6, 8, 1, 1, gen=gen)
     w[[1, 4]] = 0  # two output channels with no nonzero
     b = randn(6, gen=gen)
-    out = torch.ops.sparseopt.csr_pointwise_conv2d(x, *ref.dense_to_csr(w), b)
+    out = torch.ops.sparseopt.csr_pointwise_conv2d(x, *formats.dense_to_csr(w), b)
     torch.testing.assert_close(out[:, 1], b[1].expand(2, 5, 5), rtol=0, atol=0)
     torch.testing.assert_close(out, F.conv2d(x, w, b), **TOL[torch.float32])
     wd = randn(8, 1, 3, 3, gen=gen)
     wd[[0, 7]] = 0
     bd = randn(8, gen=gen)
-    outd = torch.ops.sparseopt.sparse_depthwise_conv2d(x, *ref.dense_to_taps(wd), bd, [3, 3], [1, 1], [1, 1])
+    outd = torch.ops.sparseopt.sparse_depthwise_conv2d(x, *formats.dense_to_taps(wd), bd, [3, 3], [1, 1], [1, 1])
     torch.testing.assert_close(outd[:, 7], bd[7].expand(2, 5, 5), rtol=0, atol=0)
     torch.testing.assert_close(outd, F.conv2d(x, wd, bd, padding=1, groups=8), **TOL[torch.float32])
 
@@ -122,25 +123,25 @@ def test_all_zero_channels_give_the_bias(gen):
 def test_ops_convert_noncontiguous_and_channels_last(gen):
     x = randn(3, 16, 9, 7, gen=gen).to(memory_format=torch.channels_last)
     w = prune_(randn(10, 16, 1, 1, gen=gen), 0.7, gen)
-    out = torch.ops.sparseopt.csr_pointwise_conv2d(x, *ref.dense_to_csr(w))
+    out = torch.ops.sparseopt.csr_pointwise_conv2d(x, *formats.dense_to_csr(w))
     torch.testing.assert_close(out, F.conv2d(x, w), **TOL[torch.float32])
     xs = randn(3, 32, 9, 14, gen=gen)[:, ::2, :, ::2]  # strided view with gaps
-    out = torch.ops.sparseopt.csr_pointwise_conv2d(xs, *ref.dense_to_csr(w))
+    out = torch.ops.sparseopt.csr_pointwise_conv2d(xs, *formats.dense_to_csr(w))
     torch.testing.assert_close(out, F.conv2d(xs, w), **TOL[torch.float32])
     wd = prune_(randn(16, 1, 3, 3, gen=gen), 0.5, gen)
-    out = torch.ops.sparseopt.sparse_depthwise_conv2d(xs, *ref.dense_to_taps(wd), None, [3, 3], [2, 2], [1, 1])
+    out = torch.ops.sparseopt.sparse_depthwise_conv2d(xs, *formats.dense_to_taps(wd), None, [3, 3], [2, 2], [1, 1])
     torch.testing.assert_close(out, F.conv2d(xs, wd, stride=2, padding=1, groups=16), **TOL[torch.float32])
 
 
 def test_op_gradcheck_fp64(gen):
     x = randn(2, 6, 5, 7, gen=gen, dtype=torch.float64).requires_grad_()
     w = prune_(randn(4, 6, 1, 1, gen=gen, dtype=torch.float64), 0.5, gen)
-    rp, ci, v = ref.dense_to_csr(w)
+    rp, ci, v = formats.dense_to_csr(w)
     v = v.clone().requires_grad_()
     b = randn(4, gen=gen, dtype=torch.float64).requires_grad_()
     assert torch.autograd.gradcheck(lambda x, v, b: torch.ops.sparseopt.csr_pointwise_conv2d(x, rp, ci, v, b), (x, v, b))
     wd = prune_(randn(6, 1, 3, 3, gen=gen, dtype=torch.float64), 0.5, gen)
-    tp, ti, tv = ref.dense_to_taps(wd)
+    tp, ti, tv = formats.dense_to_taps(wd)
     tv = tv.clone().requires_grad_()
     bd = randn(6, gen=gen, dtype=torch.float64).requires_grad_()
     assert torch.autograd.gradcheck(
@@ -153,10 +154,10 @@ def _opcheck_samples(gen):
     dt = torch.float64
     x = randn(2, 6, 5, 7, gen=gen, dtype=dt)
     w = prune_(randn(4, 6, 1, 1, gen=gen, dtype=dt), 0.5, gen)
-    rp, ci, v = ref.dense_to_csr(w)
+    rp, ci, v = formats.dense_to_csr(w)
     b = randn(4, gen=gen, dtype=dt)
     wd = prune_(randn(6, 1, 3, 3, gen=gen, dtype=dt), 0.5, gen)
-    tp, ti, tv = ref.dense_to_taps(wd)
+    tp, ti, tv = formats.dense_to_taps(wd)
     bd = randn(6, gen=gen, dtype=dt)
     rg = lambda t: t.clone().requires_grad_()  # noqa: E731
     return [
@@ -186,7 +187,7 @@ def test_reference_is_the_fallback_for_other_devices(gen):
     # The CompositeExplicitAutograd kernel is the reference: run it on the meta device too.
     x = randn(2, 4, 5, 5, gen=gen).to("meta")
     w = randn(3, 4, 1, 1, gen=gen)
-    rp, ci, v = (t.to("meta") for t in ref.dense_to_csr(w))
+    rp, ci, v = (t.to("meta") for t in formats.dense_to_csr(w))
     out = torch.ops.sparseopt.csr_pointwise_conv2d(x, rp, ci, v)
     assert out.shape == (2, 3, 5, 5) and out.device.type == "meta"
 
@@ -195,7 +196,7 @@ def test_reference_is_the_fallback_for_other_devices(gen):
 def test_op_errors_name_expected_and_given(gen):
     x = randn(2, 4, 5, 5, gen=gen)
     w = randn(3, 4, 1, 1, gen=gen)
-    rp, ci, v = ref.dense_to_csr(w)
+    rp, ci, v = formats.dense_to_csr(w)
     op = torch.ops.sparseopt.csr_pointwise_conv2d
     with pytest.raises(RuntimeError, match=r"expected a 4-D input \[N, C, H, W\], got a 3-D tensor"):
         op(x[0], rp, ci, v)
@@ -214,7 +215,7 @@ def test_op_errors_name_expected_and_given(gen):
     with pytest.raises(RuntimeError, match="number of nonzeros"):
         op(x, rp, ci[:-1], v[:-1])
     wd = randn(4, 1, 3, 3, gen=gen)
-    tp, ti, tv = ref.dense_to_taps(wd)
+    tp, ti, tv = formats.dense_to_taps(wd)
     dw = torch.ops.sparseopt.sparse_depthwise_conv2d
     with pytest.raises(RuntimeError, match=r"expected tap_ptr of shape \[6\] \(input channels \+ 1\), got \[5\]"):
         dw(randn(2, 5, 5, 5, gen=gen), tp, ti, tv, None, [3, 3], [1, 1], [1, 1])

@@ -15,6 +15,7 @@ from torch import nn
 import sparseopt
 from sparseopt.models import mobilenet_v1
 from sparseopt.nn.inference import ChunkedSequential, FusedDenseConv2d, FusedDepthwiseConv2d, FusedPointwiseConv2d
+from sparseopt.nn import formats
 from sparseopt.reference import sparse_conv as ref
 
 from test_sparse_conv import prune_, randn
@@ -62,7 +63,7 @@ def test_pointwise_fused_matches_reference(dtype, sparsity, shape, layout, out_c
     weight = prune_(randn(o, c, 1, 1, gen=gen, dtype=dtype), sparsity, gen)
     weight[o // 2] = 0  # an all-zero row
     b = randn(o, gen=gen, dtype=dtype) if act != "band" else None
-    csr = ref.dense_to_csr(weight)
+    csr = formats.dense_to_csr(weight)
     lo, hi = ACTS[act]
     out = torch.ops.sparseopt.csr_pointwise_conv2d_fused(x, *csr, b, lo, hi, out_cm)
     expected = ref.csr_pointwise_conv2d_fused(x, *csr, b, lo, hi, out_cm)
@@ -100,7 +101,7 @@ def test_depthwise_fused_matches_reference(dtype, sparsity, case, layout, out_cm
     weight = prune_(randn(c, 1, *k, gen=gen, dtype=dtype), sparsity, gen)
     weight[0] = 0  # a channel with no tap: its output is the clamped bias
     b = randn(c, gen=gen, dtype=dtype)
-    taps = ref.dense_to_taps(weight)
+    taps = formats.dense_to_taps(weight)
     lo, hi = ACTS[act]
     args = (list(k), list(s), list(p), lo, hi, out_cm)
     out = torch.ops.sparseopt.sparse_depthwise_conv2d_fused(x, *taps, b, *args)
@@ -116,10 +117,10 @@ def test_fused_clamp_keeps_nan(gen):
     x = randn(1, 4, 3, 3, gen=gen)
     x[0, 1, 1, 1] = math.nan
     w = torch.ones(2, 4, 1, 1)
-    out = torch.ops.sparseopt.csr_pointwise_conv2d_fused(x, *ref.dense_to_csr(w), None, 0.0, 6.0, True)
+    out = torch.ops.sparseopt.csr_pointwise_conv2d_fused(x, *formats.dense_to_csr(w), None, 0.0, 6.0, True)
     assert out[0, :, 1, 1].isnan().all() and not out.isnan().sum() > 2
     wd = torch.ones(4, 1, 3, 3)
-    outd = torch.ops.sparseopt.sparse_depthwise_conv2d_fused(x, *ref.dense_to_taps(wd), None, [3, 3], [1, 1],
+    outd = torch.ops.sparseopt.sparse_depthwise_conv2d_fused(x, *formats.dense_to_taps(wd), None, [3, 3], [1, 1],
                                                              [1, 1], 0.0, INF, False)
     assert outd[0, 1].isnan().all() and not outd[0, 0].isnan().any()
 
@@ -130,20 +131,20 @@ def test_fused_ops_reject_bad_clamp_before_running(op, gen):
     for lo, hi in [(1.0, 0.0), (math.nan, 1.0)]:
         with pytest.raises(RuntimeError, match="act_min <= act_max"):
             if op == "pointwise":
-                torch.ops.sparseopt.csr_pointwise_conv2d_fused(x, *ref.dense_to_csr(torch.ones(2, 4, 1, 1)),
+                torch.ops.sparseopt.csr_pointwise_conv2d_fused(x, *formats.dense_to_csr(torch.ones(2, 4, 1, 1)),
                                                                None, lo, hi, True)
             else:
                 torch.ops.sparseopt.sparse_depthwise_conv2d_fused(
-                    x, *ref.dense_to_taps(torch.ones(4, 1, 3, 3)), None, [3, 3], [1, 1], [1, 1], lo, hi, True)
+                    x, *formats.dense_to_taps(torch.ones(4, 1, 3, 3)), None, [3, 3], [1, 1], [1, 1], lo, hi, True)
 
 
 def test_fused_ops_opcheck(gen):
     x = channel_major(randn(2, 6, 5, 5, gen=gen))
-    csr = ref.dense_to_csr(prune_(randn(4, 6, 1, 1, gen=gen), 0.5, gen))
+    csr = formats.dense_to_csr(prune_(randn(4, 6, 1, 1, gen=gen), 0.5, gen))
     torch.library.opcheck(torch.ops.sparseopt.csr_pointwise_conv2d_fused,
                           (x, *csr, randn(4, gen=gen), 0.0, 6.0, True),
                           test_utils=("test_schema", "test_faketensor"))
-    taps = ref.dense_to_taps(prune_(randn(6, 1, 3, 3, gen=gen), 0.5, gen))
+    taps = formats.dense_to_taps(prune_(randn(6, 1, 3, 3, gen=gen), 0.5, gen))
     torch.library.opcheck(torch.ops.sparseopt.sparse_depthwise_conv2d_fused,
                           (x, *taps, None, [3, 3], [2, 2], [1, 1], 0.0, INF, True),
                           test_utils=("test_schema", "test_faketensor"))

@@ -12,7 +12,8 @@ from .adahessian import adahessian_step_, hutchinson_diag_
 from .adam import adam_step_
 from .l1 import prox_sgd_step_, rda_step_, sqrt_t_prox_sgd_step_
 from .obprox_pdca import obproxsg_step_, pdca_step_
-from .sparse_conv import csr_pointwise_conv2d, sparse_depthwise_conv2d
+from .sparse_conv import (csr_pointwise_conv2d, csr_pointwise_conv2d_fused, sparse_depthwise_conv2d,
+                          sparse_depthwise_conv2d_fused)
 
 __all__ = [
     "prox_sgd_step_",
@@ -26,4 +27,6 @@ __all__ = [
     "sparse_conv",
     "csr_pointwise_conv2d",
     "sparse_depthwise_conv2d",
+    "csr_pointwise_conv2d_fused",
+    "sparse_depthwise_conv2d_fused",
 ]

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 # The compressed formats are production code (the layers compress with them); the oracle
 # rebuilds the dense weight from them.
-from ..nn.formats import _pair, csr_to_dense, dense_to_csr, dense_to_taps, taps_to_dense  # noqa: F401
+from ..nn.formats import _pair, csr_to_dense, taps_to_dense
 
 __all__ = [
     "csr_pointwise_conv2d",
