@@ -4,7 +4,9 @@
 #
 #   make demo    # train on the digits data with each optimizer, print the comparison table
 #   make test    # run the test suite
-#   make bench   # every benchmark (optimizer steps, sparse convs, sparse inference vs engines)
+#   make bench   # every benchmark under pytest-benchmark (optimizer steps, sparse convs, sparse
+#                # inference vs engines) -> bench_out/benchmarks.json and the markdown tables;
+#                # ARGS=--bench-quick for a couple of minutes, any pytest(-benchmark) option
 #   make bench-inference  # only the sparse MobileNetV1 against ONNX Runtime/DeepSparse/eager;
 #                         # ARGS=--quick for batch 1 and 16 (about a minute)
 #   make test-emu     # every CUDA kernel executed on the CPU (host emulation), ASan+UBSan and TSan
@@ -77,8 +79,13 @@ $(VENV)/.bench: setup.py
 	-$(PY) -m pip install -q onnxruntime onnx
 	touch $@
 
+# pytest-benchmark over benchmarks/test_bench_*.py (the scripts' rows), then the scripts' markdown
+# writers on its JSON (bench_out/optim_cpu.md, conv.md, inference.md, summary.md).
+BENCH_JSON ?= bench_out/benchmarks.json
 bench: build $(VENV)/.bench
-	$(PY) -m sparseopt.bench $(ARGS)
+	mkdir -p $(dir $(BENCH_JSON))
+	$(PY) -m pytest benchmarks --benchmark-only --benchmark-json=$(BENCH_JSON) $(ARGS)
+	$(PY) benchmarks/write_results.py $(BENCH_JSON) --out $(dir $(BENCH_JSON))
 
 # DeepSparse runs from its own virtualenv (numpy < 2) when .venv-deepsparse exists:
 #   python3.11 -m venv .venv-deepsparse && .venv-deepsparse/bin/pip install deepsparse==1.8.0 'numpy<2'

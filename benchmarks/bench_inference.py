@@ -24,6 +24,10 @@ to report their useful GFLOP/s.
     python benchmarks/bench_inference.py                 # batch 1, 16, 64 (a few minutes)
     python benchmarks/bench_inference.py --quick         # batch 1 and 16, fewer rounds
     python benchmarks/bench_inference.py --results benchmarks/RESULTS_inference.md
+
+The same engines run under pytest-benchmark (benchmarks/test_bench_inference.py, ``make bench``),
+one test per engine and batch; benchmarks/write_results.py renders this report from that run's
+JSON (:func:`from_pytest_json`).
 """
 
 from __future__ import annotations
@@ -33,23 +37,40 @@ import copy
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 import sparseopt
-from bench_conv import cpu_name  # benchmarks/ is on the path: the scripts run as scripts
+from bench_conv import cpu_name, run_date  # benchmarks/ is on the path: the scripts run as scripts
 from sparseopt.models import mobilenet_v1
 
 ROOT = Path(__file__).resolve().parent.parent
 RTOL = 1e-4
+THREADS = 2  # per engine
+SPARSITY = 0.9
+DEEPSPARSE_PYTHON = str(ROOT / ".venv-deepsparse" / "bin" / "python")
+# The engines of one batch in the report's order (Engine.kind).
+ENGINE_KINDS = ("sparseopt", "eager", "onnxruntime", "deepsparse")
+
+
+@dataclass(frozen=True)
+class Settings:
+    batches: list[int]
+    rounds: int  # interleaved timing rounds; the median is reported
+    segment: float  # seconds each engine runs per round
+
+
+def settings(quick: bool) -> Settings:
+    return Settings([1, 16], 5, 0.15) if quick else Settings([1, 16, 64], 9, 0.3)
 
 
 def simd_flags() -> str:
@@ -122,10 +143,11 @@ def useful_flops(model: nn.Module, batch: int) -> tuple[float, float]:
 
 # ---- engines -------------------------------------------------------------------------------------
 class Engine:
-    """A named way to run the model at one batch size: ``run()`` does one forward."""
+    """A named way to run the model at one batch size: ``run()`` does one forward. ``kind`` is
+    one of :data:`ENGINE_KINDS`; ``name`` says the version and layout."""
 
-    def __init__(self, name: str, run: Callable[[], object], output: torch.Tensor) -> None:
-        self.name, self.run, self.output = name, run, output
+    def __init__(self, kind: str, name: str, run: Callable[[], object], output: torch.Tensor) -> None:
+        self.kind, self.name, self.run, self.output = kind, name, run, output
 
 
 def torch_engines(model: nn.Module, x: torch.Tensor) -> tuple[Engine, Engine]:
@@ -156,10 +178,10 @@ def torch_engines(model: nn.Module, x: torch.Tensor) -> tuple[Engine, Engine]:
         with torch.no_grad():
             return m(xi)
 
-    sparse = Engine("sparseopt compress()", run_sparse, sp_out)
+    sparse = Engine("sparseopt", "sparseopt compress()", run_sparse, sp_out)
     sparse.model = fast  # type: ignore[attr-defined]
     return (sparse,
-            Engine(f"torch eager dense ({best}, BN folded)", run_dense, dense_out))
+            Engine("eager", f"torch eager dense ({best}, BN folded)", run_dense, dense_out))
 
 
 def export_onnx(model: nn.Module, path: str) -> None:
@@ -173,11 +195,18 @@ def export_onnx(model: nn.Module, path: str) -> None:
         torch.onnx.export(dense, (x,), path, **kwargs)
 
 
-def ort_engine(onnx_path: str, x: torch.Tensor, threads: int) -> Engine | str:
+def ort_missing() -> str | None:
+    """Why ONNX Runtime cannot be benchmarked here, or None."""
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
     except ImportError as exc:
         return f"onnxruntime not importable ({exc}); pip install -e .[bench]"
+    return None
+
+
+def ort_engine(onnx_path: str, x: torch.Tensor, threads: int) -> Engine:
+    import onnxruntime as ort
+
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
@@ -186,7 +215,7 @@ def ort_engine(onnx_path: str, x: torch.Tensor, threads: int) -> Engine | str:
     sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
     feed = {"input": x.numpy()}
     out = torch.from_numpy(sess.run(None, feed)[0])
-    return Engine(f"onnxruntime {ort.__version__}", lambda: sess.run(None, feed), out)
+    return Engine("onnxruntime", f"onnxruntime {ort.__version__}", lambda: sess.run(None, feed), out)
 
 
 class DeepSparseWorker:
@@ -225,7 +254,10 @@ class DeepSparseWorker:
         np.save(inp, x.numpy())
         self.ask(cmd="load", onnx=onnx_path, batch=n, threads=threads, input=inp, output=outp)
         out = torch.from_numpy(np.load(outp))
-        eng = Engine(f"deepsparse {self.version}", lambda: None, out)
+        # run(): one forward in the worker, timed from here (pytest-benchmark; the pipe's round
+        # trip is well under 1% of a forward); timed(): k forwards timed in the worker (main()).
+        eng = Engine("deepsparse", f"deepsparse {self.version}",
+                     lambda: self.ask(cmd="time", batch=n, reps=1), out)
         eng.timed = lambda reps: self.ask(cmd="time", batch=n, reps=reps)["seconds"]  # type: ignore[attr-defined]
         return eng
 
@@ -253,13 +285,16 @@ def timed(e: Engine, reps: int) -> float:
     return _time(e.run, reps)
 
 
+def reps_for(e: Engine, segment: float) -> int:
+    """Forwards per round so that a round of ``e`` takes about ``segment`` seconds."""
+    timed(e, 1)
+    return max(1, int(segment / max(timed(e, 1), 1e-5)))
+
+
 def interleaved(engines: list[Engine], rounds: int, segment: float) -> dict[str, list[float]]:
     """Per engine, seconds per forward in each of ``rounds`` rounds; every round runs each engine
     for about ``segment`` seconds, in turn."""
-    reps = {}
-    for e in engines:
-        timed(e, 1)
-        reps[e.name] = max(1, int(segment / max(timed(e, 1), 1e-5)))
+    reps = {e.name: reps_for(e, segment) for e in engines}
     times: dict[str, list[float]] = {e.name: [] for e in engines}
     for _ in range(rounds):
         for e in engines:
@@ -272,10 +307,88 @@ def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
     return float((a.float() - ref).abs().max() / ref.abs().max())
 
 
+def mismatch(e: Engine, batch: int, err: float) -> str | None:
+    """Why ``e``'s output (relative error ``err``) disqualifies it from timing, or None."""
+    if err <= RTOL:
+        return None
+    return (f"{e.name} at batch {batch}: output differs from the eager model by {err:.2e} "
+            f"(relative to max |output|) > {RTOL}")
+
+
+class EngineSet:
+    """The sparse model and what each batch's engines need: the ONNX export (made only when an
+    engine reads it) and the DeepSparse worker (only when its virtualenv exists). ``notes`` say
+    which engines are skipped and why. Close it (a context manager) to stop the worker."""
+
+    def __init__(self, sparsity: float, threads: int, deepsparse_python: str) -> None:
+        self.model = sparse_mobilenet(sparsity)
+        self.threads = threads
+        self.notes: list[str] = []
+        self.tmp = tempfile.mkdtemp(prefix="sparseopt_bench_")
+        self.ds: DeepSparseWorker | None = None
+        self.ort_missing = ort_missing()
+        if self.ort_missing:
+            self.notes.append(self.ort_missing)
+        if os.path.exists(deepsparse_python):
+            try:
+                self.ds = DeepSparseWorker(deepsparse_python)
+            except (RuntimeError, OSError) as exc:
+                self.notes.append(f"DeepSparse skipped: {deepsparse_python} cannot import it ({exc})")
+        else:
+            self.notes.append(f"DeepSparse skipped: no virtualenv at {deepsparse_python} "
+                              "(python3.11 -m venv .venv-deepsparse && .venv-deepsparse/bin/pip "
+                              "install deepsparse==1.8.0 'numpy<2')")
+        self.onnx_path = os.path.join(self.tmp, "mobilenet_v1.onnx")
+        if self.ds is not None or not self.ort_missing:
+            export_onnx(self.model, self.onnx_path)
+
+    def for_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, list[Engine]]:
+        """(input, eager float32 output, engines in :data:`ENGINE_KINDS` order) at batch ``n``."""
+        x = torch.randn(n, 3, 224, 224, generator=torch.Generator().manual_seed(7 + n))
+        with torch.no_grad():
+            ref = self.model(x)
+        engines = list(torch_engines(self.model, x))
+        if not self.ort_missing:
+            engines.append(ort_engine(self.onnx_path, x, self.threads))
+        if self.ds is not None:
+            try:
+                engines.append(self.ds.engine(self.onnx_path, x, self.threads, self.tmp))
+            except RuntimeError as exc:
+                self.notes.append(f"DeepSparse failed at batch {n}: {exc}")
+        return x, ref, engines
+
+    def close(self) -> None:
+        if self.ds is not None:
+            self.ds.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> EngineSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def result_row(engine: str, batch: int, round_seconds: list[float], flops: float, err: float,
+               pointwise_gflops: float | None) -> dict:
+    """One engine's row of the report from its seconds per forward in each round."""
+    med = statistics.median(round_seconds)
+    return dict(engine=engine, batch=batch, ms=med * 1e3, images_s=batch / med,
+                gflops=flops / med / 1e9, rel_err=err, rounds_ms=[t * 1e3 for t in round_seconds],
+                pointwise_gflops=pointwise_gflops)
+
+
 # ---- per-layer pointwise throughput --------------------------------------------------------------
-def pointwise_layer_rate(fast: nn.Module, x: torch.Tensor, rounds: int) -> float:
-    """Useful GFLOP/s of the compressed model's 1x1 layers, each timed alone on its real input
-    (the same call the model makes), summed over the layers: sum of flops / sum of times."""
+POINTWISE_CALLS = 3  # calls of each layer per round
+
+
+def pointwise_rounds(rounds: int) -> int:
+    return max(3, rounds // 2)
+
+
+def pointwise_calls(fast: nn.Module, x: torch.Tensor) -> list[tuple[nn.Module, torch.Tensor, float]]:
+    """(layer, its input in the forward of ``x``, its useful flops) of each 1x1 layer of the
+    compressed model ``fast``."""
     calls: list[tuple[nn.Module, torch.Tensor, float]] = []
 
     def grab(m: nn.Module, inp: tuple, out: torch.Tensor) -> None:
@@ -287,12 +400,19 @@ def pointwise_layer_rate(fast: nn.Module, x: torch.Tensor, rounds: int) -> float
         fast(x)
     for h in hooks:
         h.remove()
+    return calls
+
+
+def pointwise_layer_rate(fast: nn.Module, x: torch.Tensor, rounds: int) -> float:
+    """Useful GFLOP/s of the compressed model's 1x1 layers, each timed alone on its real input
+    (the same call the model makes), summed over the layers: sum of flops / sum of times."""
+    calls = pointwise_calls(fast, x)
     if not calls:
         return float("nan")
     per_round = []
     with torch.no_grad():
         for _ in range(rounds):
-            per_round.append(sum(_time(lambda: m(xi), 3) for m, xi, _ in calls))
+            per_round.append(sum(_time(lambda: m(xi), POINTWISE_CALLS) for m, xi, _ in calls))
     return sum(f for _, _, f in calls) / statistics.median(per_round) / 1e9
 
 
@@ -302,88 +422,50 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="batch 1 and 16, fewer rounds")
     ap.add_argument("--batches", default="", help="comma-separated batch sizes (default 1,16,64)")
     ap.add_argument("--rounds", type=int, default=0, help="timing rounds (default 9; 5 with --quick)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--sparsity", type=float, default=0.9)
+    ap.add_argument("--threads", type=int, default=THREADS)
+    ap.add_argument("--sparsity", type=float, default=SPARSITY)
     ap.add_argument("--out", default="bench_out", help="output folder (inference.md, inference.json)")
     ap.add_argument("--results", default="", help="also write the markdown report here "
                                                   "(e.g. benchmarks/RESULTS_inference.md)")
-    ap.add_argument("--deepsparse-python", default=str(ROOT / ".venv-deepsparse" / "bin" / "python"))
+    ap.add_argument("--deepsparse-python", default=DEEPSPARSE_PYTHON)
     ap.add_argument("--device", default="cpu", help="cpu only (other devices: skipped)")
     args = ap.parse_args()
     if args.device != "cpu":
         print(f"bench_inference: measures CPU inference; skipped for --device {args.device}")
         return
-    batches = [int(b) for b in args.batches.split(",") if b] or ([1, 16] if args.quick else [1, 16, 64])
-    rounds = args.rounds or (5 if args.quick else 9)
-    segment = 0.15 if args.quick else 0.3
+    cfg = settings(args.quick)
+    batches = [int(b) for b in args.batches.split(",") if b] or cfg.batches
+    rounds = args.rounds or cfg.rounds
     torch.set_num_threads(args.threads)
-    os.makedirs(args.out, exist_ok=True)
     info = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), cpu=cpu_name(), simd=simd_flags(),
                 cores=os.cpu_count(), threads=args.threads, torch=torch.__version__,
                 sparseopt=sparseopt.__version__, python=platform.python_version(),
                 load_before=load_average(), sparsity=args.sparsity, rounds=rounds)
     print(f"# bench_inference: {info['cpu']}, {args.threads} threads, load {info['load_before']}", flush=True)
-    model = sparse_mobilenet(args.sparsity)
-    notes: list[str] = []
-    tmp = tempfile.mkdtemp(prefix="sparseopt_bench_")
-    onnx_path = os.path.join(tmp, "mobilenet_v1.onnx")
-    export_onnx(model, onnx_path)
-    ds: DeepSparseWorker | None = None
-    if os.path.exists(args.deepsparse_python):
-        try:
-            ds = DeepSparseWorker(args.deepsparse_python)
-        except (RuntimeError, OSError) as exc:
-            notes.append(f"DeepSparse skipped: {args.deepsparse_python} cannot import it ({exc})")
-    else:
-        notes.append(f"DeepSparse skipped: no virtualenv at {args.deepsparse_python} "
-                     "(python3.11 -m venv .venv-deepsparse && .venv-deepsparse/bin/pip install "
-                     "deepsparse==1.8.0 'numpy<2')")
     rows = []
-    gen = torch.Generator().manual_seed(7)
-    try:
+    with EngineSet(args.sparsity, args.threads, args.deepsparse_python) as engine_set:
         for n in batches:
-            x = torch.randn(n, 3, 224, 224, generator=gen)
-            with torch.no_grad():
-                ref = model(x)
-            engines = list(torch_engines(model, x))
-            ort_e = ort_engine(onnx_path, x, args.threads)
-            if isinstance(ort_e, str):
-                notes.append(ort_e) if ort_e not in notes else None
-            else:
-                engines.append(ort_e)
-            if ds is not None:
-                try:
-                    engines.append(ds.engine(onnx_path, x, args.threads, tmp))
-                except RuntimeError as exc:
-                    notes.append(f"DeepSparse failed at batch {n}: {exc}")
+            x, ref, engines = engine_set.for_batch(n)
+            errs: dict[str, float] = {}
             for e in engines:
-                err = rel_err(e.output, ref)
-                if not err <= RTOL:
-                    raise SystemExit(f"{e.name} at batch {n}: output differs from the eager model "
-                                     f"by {err:.2e} (relative to max |output|) > {RTOL}")
-                e.err = err  # type: ignore[attr-defined]
-            flops, pw_flops = useful_flops(model, n)
-            times = interleaved(engines, rounds, segment)
-            pw_rate = pointwise_layer_rate(engines[0].model, x, max(3, rounds // 2))  # type: ignore[attr-defined]
+                errs[e.name] = rel_err(e.output, ref)
+                problem = mismatch(e, n, errs[e.name])
+                if problem:
+                    raise SystemExit(problem)
+            flops, _ = useful_flops(engine_set.model, n)
+            times = interleaved(engines, rounds, cfg.segment)
+            pw_rate = pointwise_layer_rate(engines[0].model, x, pointwise_rounds(rounds))  # type: ignore[attr-defined]
             for e in engines:
-                med = statistics.median(times[e.name])
-                rows.append(dict(engine=e.name, batch=n, ms=med * 1e3, images_s=n / med,
-                                 gflops=flops / med / 1e9, rel_err=e.err,  # type: ignore[attr-defined]
-                                 rounds_ms=[t * 1e3 for t in times[e.name]],
-                                 pointwise_gflops=pw_rate if e is engines[0] else None))
-                print(f"batch {n:3d}  {e.name:45s} {med * 1e3:9.2f} ms  {n / med:8.1f} img/s  "
-                      f"{flops / med / 1e9:7.1f} useful GFLOP/s", flush=True)
+                rows.append(result_row(e.name, n, times[e.name], flops, errs[e.name],
+                                       pw_rate if e is engines[0] else None))
+                r = rows[-1]
+                print(f"batch {n:3d}  {e.name:45s} {r['ms']:9.2f} ms  {r['images_s']:8.1f} img/s  "
+                      f"{r['gflops']:7.1f} useful GFLOP/s", flush=True)
             print(f"batch {n:3d}  sparseopt 1x1 layers alone: {pw_rate:.1f} useful GFLOP/s", flush=True)
-    finally:
-        if ds is not None:
-            ds.close()
+        notes = engine_set.notes
     info["load_after"] = load_average()
-    report = render(info, rows, notes, batches)
+    report = write_outputs(args.out, info, rows, notes, batches)
     print(report)
-    with open(os.path.join(args.out, "inference.md"), "w") as f:
-        f.write(report)
-    with open(os.path.join(args.out, "inference.json"), "w") as f:
-        json.dump(dict(info=info, rows=rows, notes=notes), f, indent=1)
     if args.results:
         with open(args.results, "w") as f:
             f.write(report)
@@ -391,11 +473,58 @@ def main() -> None:
           + (f" and {args.results}" if args.results else ""))
 
 
+def write_outputs(out: str, info: dict, rows: list[dict], notes: list[str], batches: list[int]) -> str:
+    """inference.md and inference.json in ``out``; returns the markdown report."""
+    os.makedirs(out, exist_ok=True)
+    report = render(info, rows, notes, batches)
+    with open(os.path.join(out, "inference.md"), "w") as f:
+        f.write(report)
+    with open(os.path.join(out, "inference.json"), "w") as f:
+        json.dump(dict(info=info, rows=rows, notes=notes), f, indent=1)
+    return report
+
+
+def from_pytest_json(data: dict) -> tuple[dict, list[dict], list[str], list[int]] | None:
+    """(info, rows, notes, batches) of the inference benchmarks of a pytest-benchmark JSON
+    (benchmarks/test_bench_inference.py), as :func:`main` makes them; None if it holds none.
+    An engine's time is the median of its rounds."""
+    entries = [b for b in data["benchmarks"] if b["extra_info"].get("suite") == "inference"]
+    if not entries:
+        return None
+    engines = sorted((b for b in entries if b["extra_info"]["kind"] == "engine"),
+                     key=lambda b: (b["extra_info"]["batch"],
+                                    ENGINE_KINDS.index(b["extra_info"]["engine_kind"])))
+    pointwise = {b["extra_info"]["batch"]:
+                 b["extra_info"]["pointwise_flops"] / b["stats"]["median"] / 1e9
+                 for b in entries if b["extra_info"]["kind"] == "pointwise layers"}
+    rows = []
+    for b in engines:
+        x = b["extra_info"]
+        # --benchmark-json keeps every round; a file saved without --benchmark-save-data only
+        # the statistics (then the median stands for the rounds).
+        rounds = b["stats"].get("data") or [b["stats"]["median"]]
+        rows.append(result_row(x["engine"], x["batch"], rounds, x["useful_flops"], x["rel_err"],
+                               pointwise.get(x["batch"]) if x["engine_kind"] == "sparseopt" else None))
+    env = data["machine_info"].get("sparseopt_bench", {})
+    run = data.get("sparseopt_bench", {})
+    x = entries[0]["extra_info"]
+    info = dict(date=run_date(data), cpu=env.get("cpu", "?"), simd=env.get("simd", "?"),
+                cores=env.get("cores", "?"), threads=x["threads"], torch=env.get("torch", "?"),
+                sparseopt=env.get("sparseopt", "?"),
+                python=data["machine_info"].get("python_version", "?"),
+                load_before=run.get("load_before", "?"), load_after=run.get("load_after", "?"),
+                sparsity=x["sparsity"], rounds=x["rounds"],
+                command="`pytest benchmarks` (benchmarks/test_bench_inference.py)")
+    batches = sorted({r["batch"] for r in rows})
+    return info, rows, list(run.get("notes", [])), batches
+
+
 def render(info: dict, rows: list[dict], notes: list[str], batches: list[int]) -> str:
     lines = [
         "# Sparse MobileNetV1 inference against other engines",
         "",
-        f"`python benchmarks/bench_inference.py`, {info['date']}; {info['cpu']} ({info['simd']}), "
+        f"{info.get('command', '`python benchmarks/bench_inference.py`')}, {info['date']}; "
+        f"{info['cpu']} ({info['simd']}), "
         f"{info['cores']} cores, {info['threads']} thread{'s' if info['threads'] != 1 else ''} per engine; torch {info['torch']}, sparseopt "
         f"{info['sparseopt']}, Python {info['python']}; load average {info['load_before']} before, "
         f"{info['load_after']} after (the machine is shared).",
