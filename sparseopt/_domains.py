@@ -10,15 +10,17 @@ from typing import Any, NamedTuple
 
 
 class Real(NamedTuple):
-    """A finite real number in a range; ``None`` bounds are open."""
+    """A finite real number in a range; ``None`` bounds are open. ``finite=False``: any value
+    but NaN (a clamp bound, which may be infinite)."""
 
     low: float | None = None
     low_inclusive: bool = True
     high: float | None = None
     high_inclusive: bool = False
+    finite: bool = True
 
     def contains(self, value: float) -> bool:
-        if not math.isfinite(value):
+        if math.isnan(value) or (self.finite and not math.isfinite(value)):
             return False
         if self.low is not None and not (value >= self.low if self.low_inclusive
                                          else value > self.low):  # fmt: skip
@@ -28,6 +30,8 @@ class Real(NamedTuple):
 
     def accepted(self, name: str) -> str:
         """The op-level wording (as the C++ ops write it)."""
+        if not self.finite:
+            return "a float that is not NaN (-inf and inf included)"
         lo = ">=" if self.low_inclusive else ">"
         if self.high is None:
             return f"a finite float {lo} {self.low:g}"
@@ -44,6 +48,7 @@ class Real(NamedTuple):
 NONNEGATIVE = Real(0.0)
 POSITIVE = Real(0.0, low_inclusive=False)
 UNIT = Real(0.0, high=1.0)  # [0, 1): momentum, beta1, beta2
+CLAMP_BOUND = Real(finite=False)  # act_min, act_max (the ops also need act_min <= act_max)
 
 HYPER: dict[str, dict[str, Real]] = {
     "prox_sgd_step_": dict(lr=NONNEGATIVE, l1=NONNEGATIVE, momentum=UNIT,
@@ -62,10 +67,8 @@ HYPER: dict[str, dict[str, Real]] = {
     "pdca_step_": dict(lr=NONNEGATIVE, l1=NONNEGATIVE, theta=POSITIVE, weight_decay=NONNEGATIVE),
     "csr_pointwise_conv2d": {},
     "sparse_depthwise_conv2d": {},
-    # act_min and act_max may be infinite; their one constraint, act_min <= act_max, relates the
-    # two, so the ops check it themselves.
-    "csr_pointwise_conv2d_fused": {},
-    "sparse_depthwise_conv2d_fused": {},
+    "csr_pointwise_conv2d_fused": dict(act_min=CLAMP_BOUND, act_max=CLAMP_BOUND),
+    "sparse_depthwise_conv2d_fused": dict(act_min=CLAMP_BOUND, act_max=CLAMP_BOUND),
 }
 
 

@@ -128,8 +128,10 @@ def test_fused_clamp_keeps_nan(gen):
 @pytest.mark.parametrize("op", ["pointwise", "depthwise"])
 def test_fused_ops_reject_bad_clamp_before_running(op, gen):
     x = randn(1, 4, 3, 3, gen=gen)
-    for lo, hi in [(1.0, 0.0), (math.nan, 1.0)]:
-        with pytest.raises(RuntimeError, match="act_min <= act_max"):
+    for lo, hi, error in [(1.0, 0.0, "need act_min <= act_max"),
+                          (math.nan, 1.0, "act_min = nan is invalid"),
+                          (0.0, math.nan, "act_max = nan is invalid")]:
+        with pytest.raises(RuntimeError, match=error):
             if op == "pointwise":
                 torch.ops.sparseopt.csr_pointwise_conv2d_fused(x, *formats.dense_to_csr(torch.ones(2, 4, 1, 1)),
                                                                None, lo, hi, True)

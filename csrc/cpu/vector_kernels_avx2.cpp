@@ -247,13 +247,22 @@ __attribute__((flatten)) void hutchinson_rows(const S* z, const S* hz, S* d, int
                      int64_t row_len, float w, bool accumulate) {
   using V = F32;
   constexpr int W = V::kLanes;
+  static_assert(W == 16 && V::kRegs == 2, "rows 0-7 in register 0, rows 8-15 in register 1");
   const V zero(0.f), len(static_cast<float>(row_len)), weight(w);
   alignas(32) float prod[W * kMaxVectorRowLen];
-  alignas(32) float value[W * kMaxVectorRowLen];
-  alignas(32) float wm_rows[W];
   const __m256i stride = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
                                             _mm256_set1_epi32(static_cast<int>(row_len)));
   const int64_t total = W * row_len;  // elements of W rows: a multiple of W
+  // The row of each of the block's elements, per 8-lane group: its lane in a register
+  // (row & 7) and which register (row >= 8, as a blend mask). Each row's value is then spread
+  // over its elements by two lane permutes and a blend per 8 elements, all in registers.
+  alignas(32) int32_t lane_of[W * kMaxVectorRowLen];
+  alignas(32) int32_t high_of[W * kMaxVectorRowLen];
+  for (int64_t e = 0; e < total; ++e) {
+    const int32_t row = static_cast<int32_t>(e / row_len);
+    lane_of[e] = row & 7;
+    high_of[e] = row >= 8 ? -1 : 0;
+  }
   for (int64_t r = row_begin; r < row_end; r += W) {
     const int64_t rows = std::min<int64_t>(W, row_end - r);
     const int64_t off = r * row_len, n = rows * row_len;
@@ -283,12 +292,16 @@ __attribute__((flatten)) void hutchinson_rows(const S* z, const S* hz, S* d, int
       sum.r[k] = s;
     }
     const V wm = weight * (sum / len);
-    for (int k = 0; k < V::kRegs; ++k) _mm256_store_ps(wm_rows + 8 * k, wm.r[k]);
-    for (int rr = 0; rr < W; ++rr)
-      for (int64_t t = 0; t < row_len; ++t) value[rr * row_len + t] = wm_rows[rr];
     for (int64_t i = 0; i < total; i += W) {
       V v;
-      for (int k = 0; k < V::kRegs; ++k) v.r[k] = _mm256_load_ps(value + i + 8 * k);
+      for (int k = 0; k < V::kRegs; ++k) {
+        const int64_t e = i + 8 * k;
+        const __m256i lane = _mm256_load_si256(reinterpret_cast<const __m256i*>(lane_of + e));
+        const __m256i high = _mm256_load_si256(reinterpret_cast<const __m256i*>(high_of + e));
+        v.r[k] = _mm256_blendv_ps(_mm256_permutevar8x32_ps(wm.r[0], lane),
+                                  _mm256_permutevar8x32_ps(wm.r[1], lane),
+                                  _mm256_castsi256_ps(high));
+      }
       const V prev = accumulate ? load<S, V>(db + i) : zero;
       store<S>(db + i, prev + v);
     }

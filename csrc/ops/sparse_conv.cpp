@@ -32,6 +32,7 @@
 #include <string>
 
 #include "../common/cuda_device.h"
+#include "../common/hyper.h"
 #include "../cpu/sparse_conv_cpu.h"
 
 #ifdef SPARSEOPT_WITH_CUDA
@@ -134,8 +135,10 @@ at::Tensor empty_output(int64_t N, int64_t C, int64_t H, int64_t W, bool channel
 }
 
 cpu::Activation activation(const char* op, double act_min, double act_max) {
-  TORCH_CHECK(act_min <= act_max, op, ": need act_min <= act_max (neither NaN), got act_min=",
-              act_min, ", act_max=", act_max);
+  check_not_nan(op, "act_min", act_min);
+  check_not_nan(op, "act_max", act_max);
+  TORCH_CHECK(act_min <= act_max, op, ": need act_min <= act_max, got act_min=", act_min,
+              ", act_max=", act_max);
   cpu::Activation act;
   act.on = !(std::isinf(act_min) && act_min < 0 && std::isinf(act_max) && act_max > 0);
   act.lo = act_min;

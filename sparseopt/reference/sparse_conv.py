@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 # The compressed formats are production code (the layers compress with them); the oracle
 # rebuilds the dense weight from them.
+from .._domains import check_op_hyper
 from ..nn.formats import _pair, csr_to_dense, taps_to_dense
 
 __all__ = [
@@ -99,8 +100,9 @@ def sparse_depthwise_conv2d(
 
 
 def _check_act(op: str, act_min: float, act_max: float) -> None:
+    check_op_hyper(op, act_min=act_min, act_max=act_max)
     if not act_min <= act_max:
-        raise RuntimeError(f"sparseopt::{op}: need act_min <= act_max (neither NaN), got "
+        raise RuntimeError(f"sparseopt::{op}: need act_min <= act_max, got "
                            f"act_min={act_min}, act_max={act_max}")
 
 

@@ -25,6 +25,7 @@ import torch
 from conftest import DTYPES, assert_lists_equal, deep_clone, zero_every_7th
 
 from sparseopt import reference
+from sparseopt.ops import SPECS
 from sparseopt._schedules import pdca_betas
 from sparseopt.nn.formats import dense_to_csr, dense_to_taps
 
@@ -225,6 +226,36 @@ def test_mixed_dtypes_in_one_call(emu, name: str, gen) -> None:
     dtypes = [torch.float32, torch.bfloat16, torch.float64, torch.float16, torch.float32]
     params = [torch.randn(1000 + 13 * i, generator=gen).to(dt) for i, dt in enumerate(dtypes)]
     run_case(emu, CASES[name], params, gen, 3, first_step=lambda i: float(i))
+
+
+@pytest.mark.parametrize("name", ["prox_sgd_mom_wd", "sqrt_t", "rda_center", "adamw_l1",
+                                  "adahessian", "obproxsg", "pdca_wd"])
+def test_tensor_lr_is_read_on_the_device(emu, constants, name: str, gen) -> None:
+    """The `.tensor_lr` overload: the kernel reads lr from the tensor at launch (for CUDA graphs
+    and compiled steps). Two launches per call (a mixed-dtype list), lr changed between steps:
+    bit for bit the float overload's results with the same lr values."""
+    case = CASES[name]
+    lr_index = SPECS[case.op].lr_index
+    sizes = [constants["chunk"] + 3, 7, 300]
+    dtypes = [torch.float32, torch.float64, torch.float32]
+    params = [torch.randn(n, generator=gen).to(dt) for n, dt in zip(sizes, dtypes)]
+    state, steps = make_state(case, params, gen)
+    twin = deep_clone((params, state, steps))
+    lr = torch.zeros((), dtype=torch.float64)
+    packet = getattr(emu, case.op)
+    for t, lr_value in enumerate([0.1, 0.025, 0.4]):
+        grads = [torch.randn(p.shape, generator=gen).to(p.dtype) for p in params]
+        twin_grads = deep_clone(grads)
+        args = [params, grads, *state] + ([steps] if case.steps else []) + scalars(case)
+        twin_args = [twin[0], twin_grads, *twin[1]] + ([twin[2]] if case.steps else []) + scalars(case)
+        lr.fill_(lr_value)
+        args[lr_index] = lr
+        twin_args[lr_index] = lr_value
+        packet.tensor_lr(*args, None, None)
+        packet.default(*twin_args, None, None)
+        assert_lists_equal(params, twin[0], f"{case.op} step {t}: params")
+        for k, (a, b) in enumerate(zip(state, twin[1])):
+            assert_lists_equal(a, b, f"{case.op} step {t}: state {k}")
 
 
 # -- AdaHessian's Hutchinson pass ---------------------------------------------------------------
