@@ -4,6 +4,7 @@
 #
 #   make demo    # train on the digits data with each optimizer, print the comparison table
 #   make test    # run the test suite
+#   make test-all     # the suite, then make test-emu (what CI runs, with the builds below)
 #   make bench   # every benchmark under pytest-benchmark (optimizer steps, sparse convs, sparse
 #                # inference vs engines) -> bench_out/benchmarks.json and the markdown tables;
 #                # ARGS=--bench-quick for a couple of minutes, any pytest(-benchmark) option
@@ -19,7 +20,7 @@ PY     := $(VENV)/bin/python
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
 SOURCES := $(shell find csrc -type f) setup.py pyproject.toml
 
-.PHONY: all setup build demo demo-quick test test-fast test-emu bench bench-inference cmake-check \
+.PHONY: all setup build demo demo-quick test test-all test-fast test-emu bench bench-inference cmake-check \
         cuda-check clean
 
 all: test
@@ -45,9 +46,13 @@ demo: build
 demo-quick: build
 	$(PY) -m sparseopt.demo --quick $(ARGS)
 
+# The suite (about 8 minutes on the 2-core CI machine, after the build). The CUDA kernels under
+# emulation with sanitizers take longer (make test-emu, about 20 minutes with their build); CI
+# (.ci/run) runs both, and make test-all does too.
 test: build
 	$(PY) -m pytest -q tests --ignore=tests/emulation $(ARGS)
-	$(MAKE) test-emu
+
+test-all: test test-emu
 
 test-fast: build
 	$(PY) -m pytest -q tests --ignore=tests/emulation -m "not slow" $(ARGS)
