@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -99,12 +99,24 @@ def _autocast(t: torch.Tensor | None, dtype: torch.dtype | None) -> torch.Tensor
     return t.to(dtype)
 
 
-def _copy_requires_grad(src: nn.Module, dst: nn.Module) -> None:
-    """Give ``dst``'s weight and bias the ``requires_grad`` of ``src``'s (dense <-> sparse
-    conversions: a frozen layer stays frozen)."""
+_Layer = TypeVar("_Layer", bound=nn.Module)
+
+
+def _copy_layer(src: nn.Module, dst: _Layer, weight: torch.Tensor) -> _Layer:
+    """The dense <-> sparse conversions' copy: ``weight`` and ``src``'s bias into ``dst``, with
+    ``src``'s ``requires_grad`` (a frozen layer stays frozen) and train/eval mode; a sparse
+    ``dst`` then derives its mask from the copied weight."""
+    with torch.no_grad():
+        dst.weight.copy_(weight)
+        if src.bias is not None:
+            dst.bias.copy_(src.bias)
+        if isinstance(dst, _SparseConv2d):
+            dst.update_mask()
     dst.weight.requires_grad_(src.weight.requires_grad)
     if src.bias is not None:
         dst.bias.requires_grad_(src.bias.requires_grad)
+    dst.train(src.training)
+    return dst
 
 
 def _suggest_channels_last(x: torch.Tensor) -> bool:
@@ -497,25 +509,12 @@ class SparsePointwiseConv2d(_SparseConv2d):
             raise ValueError(f"SparsePointwiseConv2d.from_dense: {reason}")
         layer = cls(conv.in_channels, conv.out_channels, bias=conv.bias is not None,
                     stride=conv.stride, device=conv.weight.device, dtype=conv.weight.dtype)
-        with torch.no_grad():
-            layer.weight.copy_(conv.weight)
-            if conv.bias is not None:
-                layer.bias.copy_(conv.bias)
-            layer.update_mask()
-        _copy_requires_grad(conv, layer)  # a frozen conv stays frozen
-        layer.train(conv.training)
-        return layer
+        return _copy_layer(conv, layer, conv.weight)
 
     def to_dense(self) -> nn.Conv2d:
         conv = nn.Conv2d(self.in_channels, self.out_channels, 1, stride=self.stride,
                          bias=self.bias is not None, device=self.weight.device, dtype=self.weight.dtype)
-        with torch.no_grad():
-            conv.weight.copy_(self.weight * self.mask)
-            if self.bias is not None:
-                conv.bias.copy_(self.bias)
-        _copy_requires_grad(self, conv)
-        conv.train(self.training)
-        return conv
+        return _copy_layer(self, conv, self.weight * self.mask)
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, bias={self.bias is not None}"
@@ -580,26 +579,13 @@ class SparseDepthwiseConv2d(_SparseConv2d):
             raise ValueError(f"SparseDepthwiseConv2d.from_dense: {reason}")
         layer = cls(conv.in_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
                     bias=conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype)
-        with torch.no_grad():
-            layer.weight.copy_(conv.weight)
-            if conv.bias is not None:
-                layer.bias.copy_(conv.bias)
-            layer.update_mask()
-        _copy_requires_grad(conv, layer)  # a frozen conv stays frozen
-        layer.train(conv.training)
-        return layer
+        return _copy_layer(conv, layer, conv.weight)
 
     def to_dense(self) -> nn.Conv2d:
         conv = nn.Conv2d(self.in_channels, self.in_channels, self.kernel_size, stride=self.stride,
                          padding=self.padding, groups=self.in_channels, bias=self.bias is not None,
                          device=self.weight.device, dtype=self.weight.dtype)
-        with torch.no_grad():
-            conv.weight.copy_(self.weight * self.mask)
-            if self.bias is not None:
-                conv.bias.copy_(self.bias)
-        _copy_requires_grad(self, conv)
-        conv.train(self.training)
-        return conv
+        return _copy_layer(self, conv, self.weight * self.mask)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
