@@ -34,6 +34,13 @@ DEVICES = [
 ]
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
+# Values no real-number hyperparameter accepts (negative, non-finite, a string, a tensor), and
+# the bad lr values: lr may be a one-element float tensor (as in torch.optim), so the tensor
+# among BAD_NUMBERS is replaced by tensors that are negative, NaN, of two elements or integer.
+BAD_NUMBERS = [-1.0, float("nan"), float("inf"), "0.1", torch.tensor(0.1)]
+BAD_LR = BAD_NUMBERS[:-1] + [torch.tensor(-1.0), torch.tensor(float("nan")),
+                             torch.tensor([0.1, 0.2]), torch.tensor(1)]
+
 # (name, factory(device, dtype) -> tensor): the shapes every element-wise kernel is tested on.
 # Odd sizes, empty and one-element tensors, 4-D conv weights, and non-contiguous layouts: a
 # dense permutation (channels_last, transposed) and strided views with gaps.

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import (
+    BAD_LR,
+    BAD_NUMBERS,
     DEVICES,
     DTYPES,
     SHAPES,
@@ -689,24 +691,20 @@ CTORS = {
     "OBProxSGPlus": (sparseopt.OBProxSGPlus, dict(lr=0.1, l1=1e-3, steps_per_epoch=10)),
     "PDCA": (sparseopt.PDCA, dict(lr=0.1, l1=1e-3, theta=5.0)),
 }
-BAD_REALS = [-1.0, float("nan"), float("inf"), "0.1", torch.tensor(0.1)]
-# lr may be a one-element float tensor (as in torch.optim); bad ones are rejected.
-BAD_LR = BAD_REALS[:-1] + [torch.tensor(-1.0), torch.tensor(float("nan")), torch.tensor([0.1, 0.2]),
-                           torch.tensor(1)]
 BAD = {
     "OBProxSG": {
-        "lr": BAD_LR, "l1": BAD_REALS, "eps": BAD_REALS,
+        "lr": BAD_LR, "l1": BAD_NUMBERS, "eps": BAD_NUMBERS,
         "n_p": [0, -1, 1.5, float("inf"), True, "5"],
         "n_o": [0, -1, 2.5, float("nan"), "inf"],
         "steps_per_epoch": [0, -3, 10.0, float("inf")],
     },
     "OBProxSGPlus": {
-        "lr": BAD_LR, "l1": BAD_REALS, "eps": BAD_REALS, "n_p": [0, 2.0],
+        "lr": BAD_LR, "l1": BAD_NUMBERS, "eps": BAD_NUMBERS, "n_p": [0, 2.0],
         "steps_per_epoch": [0, 1.5],
     },
     "PDCA": {
-        "lr": BAD_LR, "l1": BAD_REALS, "theta": BAD_REALS + [0.0, -0.0],
-        "weight_decay": BAD_REALS, "restart": [0, -5, 1.0, 200.5, True, float("inf")],
+        "lr": BAD_LR, "l1": BAD_NUMBERS, "theta": BAD_NUMBERS + [0.0, -0.0],
+        "weight_decay": BAD_NUMBERS, "restart": [0, -5, 1.0, 200.5, True, float("inf")],
     },
 }  # fmt: skip
 
