@@ -240,8 +240,8 @@ __attribute__((flatten)) void hutchinson_elements(const S* z, const S* hz, S* d,
 }
 
 // Rows of 2 .. kMaxVectorRowLen elements (conv weights' spatial taps): W rows at a time; their
-// products go to an L1-resident block, whose rows are summed
-// lane-wise in the kernel's order.
+// products go to an L1-resident block, each row is summed in the kernel's order, and the row
+// values are spread back over the elements in registers.
 template <typename S>
 __attribute__((flatten)) void hutchinson_rows(const S* z, const S* hz, S* d, int64_t row_begin, int64_t row_end,
                      int64_t row_len, float w, bool accumulate) {
@@ -285,10 +285,8 @@ __attribute__((flatten)) void hutchinson_rows(const S* z, const S* hz, S* d, int
     // (independent, so they overlap); scalar loads from L1 are cheaper here than gathers
     // (measured: the gathers took about 70% of the pass).
     alignas(32) float row_sums[W] = {};
-    for (int64_t t = 0; t < row_len; ++t) {
-#pragma GCC novector
+    for (int64_t t = 0; t < row_len; ++t)
       for (int rr = 0; rr < W; ++rr) row_sums[rr] += prod[rr * row_len + t];
-    }
     V sum;
     for (int k = 0; k < V::kRegs; ++k) sum.r[k] = _mm256_load_ps(row_sums + 8 * k);
     const V wm = weight * (sum / len);
