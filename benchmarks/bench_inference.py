@@ -7,6 +7,8 @@ weights on the same number of threads (2 by default) and its output is checked a
 PyTorch eager float32 model (max |a - b| <= 1e-4 * max |b|) before it is timed:
 
 * ``sparseopt``: ``sparseopt.nn.compress(sparseopt.nn.sparsify(model))``, the one-call path;
+* ``sparseopt-kept``: the same with ``drop_dead_channels=False``, to show what the
+  dead-channel pass (depthwise channels with no nonzero tap folded away) contributes;
 * ``torch eager``: the dense model, BatchNorm folded, in its best memory format (NCHW or
   channels_last, picked per batch size by a short trial);
 * ``onnxruntime``: the dense model exported to ONNX (``pip install -e .[bench]``);
@@ -59,7 +61,7 @@ THREADS = 2  # per engine
 SPARSITY = 0.9
 DEEPSPARSE_PYTHON = str(ROOT / ".venv-deepsparse" / "bin" / "python")
 # The engines of one batch in the report's order (Engine.kind).
-ENGINE_KINDS = ("sparseopt", "eager", "onnxruntime", "deepsparse")
+ENGINE_KINDS = ("sparseopt", "sparseopt-kept", "eager", "onnxruntime", "deepsparse")
 
 
 @dataclass(frozen=True)
@@ -150,9 +152,11 @@ class Engine:
         self.kind, self.name, self.run, self.output = kind, name, run, output
 
 
-def torch_engines(model: nn.Module, x: torch.Tensor) -> tuple[Engine, Engine]:
-    """The compressed sparseopt model and the dense eager model (BN folded, best layout)."""
+def torch_engines(model: nn.Module, x: torch.Tensor) -> tuple[Engine, Engine, Engine]:
+    """The compressed sparseopt model (with and without the dead-channel pass) and the dense
+    eager model (BN folded, best layout)."""
     fast = sparseopt.nn.compress(sparseopt.nn.sparsify(copy.deepcopy(model)))
+    kept = sparseopt.nn.compress(sparseopt.nn.sparsify(copy.deepcopy(model)), drop_dead_channels=False)
     dense = sparseopt.nn.fold_batchnorm(copy.deepcopy(model))
     with torch.no_grad():
         sp_out = fast(x)
@@ -174,13 +178,20 @@ def torch_engines(model: nn.Module, x: torch.Tensor) -> tuple[Engine, Engine]:
         with torch.no_grad():
             return fast(x)
 
+    def run_kept() -> object:
+        with torch.no_grad():
+            return kept(x)
+
     def run_dense() -> object:
         with torch.no_grad():
             return m(xi)
 
     sparse = Engine("sparseopt", "sparseopt compress()", run_sparse, sp_out)
     sparse.model = fast  # type: ignore[attr-defined]
+    with torch.no_grad():
+        kept_out = kept(x)
     return (sparse,
+            Engine("sparseopt-kept", "sparseopt compress(drop_dead_channels=False)", run_kept, kept_out),
             Engine("eager", f"torch eager dense ({best}, BN folded)", run_dense, dense_out))
 
 

@@ -21,7 +21,7 @@ import bench_inference as bi
 
 Timer = Callable[..., "float | None"]  # the `timed` fixture (conftest.py)
 # Baselines first: a ratio in extra_info needs its baseline measured earlier in the session.
-RUN_ORDER = ("eager", "onnxruntime", "deepsparse", "sparseopt")
+RUN_ORDER = ("eager", "onnxruntime", "deepsparse", "sparseopt-kept", "sparseopt")
 BatchEngines = tuple[torch.Tensor, torch.Tensor, dict[str, bi.Engine], float]
 
 

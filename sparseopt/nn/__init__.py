@@ -9,7 +9,7 @@ Typical use::
     fast = sparseopt.nn.compress(model)   # CSR / tap lists, BN folded, ReLU fused (CPU)
 """
 
-from . import inference
+from . import dead_channels, inference
 
 from .sparse_conv import (
     DENSE_FALLBACK_DENSITY,
@@ -26,6 +26,7 @@ from .sparse_conv import (
 
 __all__ = [
     "inference",
+    "dead_channels",
     "SparsePointwiseConv2d",
     "SparseDepthwiseConv2d",
     "DENSE_FALLBACK_DENSITY",

@@ -14,6 +14,10 @@ vectorised dim instead of repeating small 7x7 maps. Any module after the stages 
 classifier, a residual add) reads the same tensor through its strides: values and shapes are
 those of the original model, only strides differ.
 
+Then depthwise channels without a nonzero tap, whose output is a constant, are folded into the
+next 1x1 layer's bias and dropped together with the output channel of the layer that feeds them
+(:mod:`sparseopt.nn.dead_channels`; ``drop_dead_channels=False`` keeps them).
+
 Inference only: the modules hold buffers (no parameters) and give no gradients.
 """
 
@@ -280,12 +284,15 @@ def _fuse_children(module: nn.Module, channel_major: bool) -> None:
 
 
 def fuse_for_inference(model: nn.Module, channel_major: bool = True,
-                       batch_chunk: int | None = 2) -> nn.Module:
+                       batch_chunk: int | None = 2, drop_dead_channels: bool = True) -> nn.Module:
     """A fused inference copy of the eval-mode ``model`` (see the module docstring); ``model``
     itself is not changed. The BatchNorms folded are those right after a convolution in an
     ``nn.Sequential`` with running statistics; everything else keeps its module. With
-    ``batch_chunk``, the outermost ``nn.Sequential`` containers of per-sample modules that hold sparse
-    stages run that many images at a time (:class:`ChunkedSequential`; None: the whole batch)."""
+    ``drop_dead_channels``, depthwise channels without a nonzero tap are folded away
+    (:mod:`sparseopt.nn.dead_channels`: the activations between the layers around them get
+    fewer channels). With ``batch_chunk``, the outermost ``nn.Sequential`` containers of
+    per-sample modules that hold sparse stages run that many images at a time
+    (:class:`ChunkedSequential`; None: the whole batch)."""
     if model.training:
         raise RuntimeError("fuse_for_inference: the model is in training mode; call model.eval() "
                            "first (BatchNorm is folded with its running statistics)")
@@ -296,6 +303,10 @@ def fuse_for_inference(model: nn.Module, channel_major: bool = True,
         fused = holder[0]
     else:
         _fuse_children(fused, channel_major)
+        if drop_dead_channels:
+            from .dead_channels import drop_dead_channels as drop
+
+            drop(fused)
         if batch_chunk is not None:
             _chunk_sequentials(fused, batch_chunk)
     return fused.eval().requires_grad_(False)

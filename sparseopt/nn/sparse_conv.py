@@ -662,7 +662,7 @@ def _sparse_layers(model: nn.Module) -> list[_SparseConv2d]:
 
 
 def compress(model: nn.Module, dense_threshold: float | None = None,
-             fuse: bool | None = None) -> nn.Module:
+             fuse: bool | None = None, drop_dead_channels: bool = True) -> nn.Module:
     """Compress every sparse layer of ``model`` (:meth:`_SparseConv2d.compress`, in place) and
     return the model to run for inference.
 
@@ -670,8 +670,10 @@ def compress(model: nn.Module, dense_threshold: float | None = None,
     on the CPU) the return value is a fused inference copy built by
     :func:`sparseopt.nn.inference.fuse_for_inference`: BatchNorm folded into the convolution
     before it, ReLU/ReLU6 clamped in the kernels' epilogues, one channel-major activation layout
-    through the sparse layers (no layout copies), the same outputs as ``model`` in eval mode.
-    It is a snapshot: call ``compress`` again after changing the weights. ``model`` itself is
+    through the sparse layers (no layout copies), and (``drop_dead_channels``) depthwise
+    channels without a nonzero tap folded into the next 1x1 layer's bias and removed with the
+    producer's matching output channel (:mod:`sparseopt.nn.dead_channels`); the same outputs as
+    ``model`` in eval mode. It is a snapshot: call ``compress`` again after changing the weights. ``model`` itself is
     compressed in place either way, so code that keeps using ``model`` runs as before; with
     ``fuse=False`` (or in training mode, or off the CPU) ``model`` is returned.
     """
@@ -687,7 +689,7 @@ def compress(model: nn.Module, dense_threshold: float | None = None,
                          "model has parameters or buffers on another device (use fuse=False)")
     from .inference import fuse_for_inference
 
-    return fuse_for_inference(model)
+    return fuse_for_inference(model, drop_dead_channels=drop_dead_channels)
 
 
 def decompress(model: nn.Module) -> nn.Module:
