@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+from fractions import Fraction
 from collections.abc import Callable
 from typing import Any
 
@@ -939,3 +940,49 @@ def test_exp_of_pdca_is_within_its_stated_ulps(dtype: torch.dtype) -> None:
     edges = exp_neg_clamped(torch.tensor([-0.0, -1e-45, -40.0, -100.0, -float("inf")],
                                          dtype=dtype)).tolist()
     assert edges[:2] == [1.0, 1.0] and edges[2] == edges[3] == edges[4] > 0
+
+
+def _round_to_float32(x: Fraction) -> float:
+    """x rounded to the nearest float32 (ties to even), exactly: the oracle of the FMA below."""
+    if x == 0:
+        return 0.0
+    sign, x = (-1.0 if x < 0 else 1.0), abs(x)
+    e = x.numerator.bit_length() - x.denominator.bit_length()  # 2^e <= x < 2^(e + 2)
+    while Fraction(2) ** e > x:
+        e -= 1
+    while Fraction(2) ** (e + 1) <= x:
+        e += 1
+    e = max(e, -126)  # below the normal range the spacing stays 2^-149
+    scaled = x / Fraction(2) ** (e - 23)  # the significand, 24 bits before the point
+    m, rest = divmod(scaled.numerator, scaled.denominator)
+    if 2 * rest > scaled.denominator or (2 * rest == scaled.denominator and m % 2 == 1):
+        m += 1
+    value = m * 2.0 ** (e - 23)
+    return sign * (math.inf if value > float(np.finfo(np.float32).max) else value)
+
+
+def test_mul_add_is_a_correctly_rounded_float32_fma(gen) -> None:
+    """reference.obprox_pdca.mul_add (what the kernels' float FMAs are checked against) equals
+    a * b + c computed exactly and rounded once to float32; float64 is a product then a sum."""
+    from sparseopt.reference.obprox_pdca import mul_add
+
+    n = 4000
+    a = torch.randn(n, generator=gen) * torch.exp2(torch.randint(-30, 30, (n,), generator=gen).float())
+    b = torch.randn(n, generator=gen)
+    c = -(a * b)  # cancellation: the product's low bits decide the result
+    c[n // 2:] *= 1 + 2.0 ** -20 * torch.randn(n - n // 2, generator=gen)
+    c[: n // 4] = torch.randn(n // 4, generator=gen)
+    # A case a plain float64 a*b+c gets wrong by rounding twice: 4097^2 = 2^24 + 2^13 + 1 sits on
+    # a float32 tie, and c = 2^-40 (below float64's last bit there) puts the sum just above it;
+    # then cancellations, a subnormal product, signed zeros.
+    a = torch.cat([a, torch.tensor([4097.0, -4097.0, 1 + 2.0 ** -23, 3.0, 1e-30, 0.0, 1.0])])
+    b = torch.cat([b, torch.tensor([4097.0, 4097.0, 1 - 2.0 ** -23, 1 / 3, 1e-20, 5.0, 2.0 ** -149])])
+    c = torch.cat([c, torch.tensor([2.0 ** -40, -(2.0 ** -40), -1.0, -1.0, 0.0, -0.0, 0.0])])
+    a, b, c = a.float(), b.float(), c.float()
+    got = mul_add(a, b, c)
+    want = [_round_to_float32(Fraction(x) * Fraction(y) + Fraction(z))
+            for x, y, z in zip(a.tolist(), b.tolist(), c.tolist())]
+    assert got.tolist() == want
+    assert not torch.equal(got, (a.double() * b.double() + c.double()).float())  # not trivial
+    a64 = a.double()
+    assert torch.equal(mul_add(a64, 0.1, 0.2), a64 * 0.1 + 0.2)

@@ -88,6 +88,8 @@ struct PsTraits {
   static SPARSEOPT_VEC_INLINE Reg add(Reg a, Reg b) { return _mm256_add_ps(a, b); }
   static SPARSEOPT_VEC_INLINE Reg sub(Reg a, Reg b) { return _mm256_sub_ps(a, b); }
   static SPARSEOPT_VEC_INLINE Reg mul(Reg a, Reg b) { return _mm256_mul_ps(a, b); }
+  // rules::mul_add_: fused (one rounding) in float
+  static SPARSEOPT_VEC_INLINE Reg mul_add(Reg a, Reg b, Reg c) { return _mm256_fmadd_ps(a, b, c); }
   static SPARSEOPT_VEC_INLINE Reg div(Reg a, Reg b) { return _mm256_div_ps(a, b); }
   static SPARSEOPT_VEC_INLINE Reg sqrt(Reg a) { return _mm256_sqrt_ps(a); }
   static SPARSEOPT_VEC_INLINE Reg and_(Reg a, Reg b) { return _mm256_and_ps(a, b); }
@@ -121,6 +123,8 @@ struct PdTraits {
   static SPARSEOPT_VEC_INLINE Reg add(Reg a, Reg b) { return _mm256_add_pd(a, b); }
   static SPARSEOPT_VEC_INLINE Reg sub(Reg a, Reg b) { return _mm256_sub_pd(a, b); }
   static SPARSEOPT_VEC_INLINE Reg mul(Reg a, Reg b) { return _mm256_mul_pd(a, b); }
+  // rules::mul_add_: two roundings in double, as the scalar helper
+  static SPARSEOPT_VEC_INLINE Reg mul_add(Reg a, Reg b, Reg c) { return add(mul(a, b), c); }
   static SPARSEOPT_VEC_INLINE Reg div(Reg a, Reg b) { return _mm256_div_pd(a, b); }
   static SPARSEOPT_VEC_INLINE Reg sqrt(Reg a) { return _mm256_sqrt_pd(a); }
   static SPARSEOPT_VEC_INLINE Reg and_(Reg a, Reg b) { return _mm256_and_pd(a, b); }
@@ -212,6 +216,11 @@ struct Vec {
   // x != x ? x : 0
   friend SPARSEOPT_VEC_INLINE Vec nan_or_zero_(const Vec& a) {
     SPARSEOPT_VEC_MAP1(Tr::and_(Tr::unord(x, x), x));
+  }
+  friend SPARSEOPT_VEC_INLINE Vec mul_add_(const Vec& a, const Vec& b, const Vec& c) {
+    Vec o;
+    for (int i = 0; i < N; ++i) o.r[i] = Tr::mul_add(a.r[i], b.r[i], c.r[i]);
+    return o;
   }
   friend SPARSEOPT_VEC_INLINE Vec sqrt_f_(const Vec& a) { SPARSEOPT_VEC_MAP1(Tr::sqrt(x)); }
   friend SPARSEOPT_VEC_INLINE Vec sqrt_via_double_(const Vec& a) {

@@ -23,7 +23,7 @@ bool cpu_has_vector_kernels() {
   static const bool has = [] {
     unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
     const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C);
-    return f16c && __builtin_cpu_supports("avx2");
+    return f16c && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   }();
   return has;
 }
@@ -32,7 +32,7 @@ bool cpu_has_vector_kernels() {
 }  // namespace sparseopt
 
 #pragma GCC push_options
-#pragma GCC target("avx2,f16c")
+#pragma GCC target("avx2,f16c,fma")
 
 #include "../rules/adahessian.h"
 #include "../rules/pdca.h"

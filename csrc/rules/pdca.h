@@ -19,12 +19,15 @@
 // parameters' device) and the kernel picks betas[t % restart] from the device step counter: no
 // host sync per step, and a step GradScaler skips does not advance the recurrence.
 //
-// exp is computed here from + - * and bit casts only (Cody-Waite range reduction, a Taylor
-// polynomial evaluated by Horner, scaling by an exactly built power of two), not by libm, so the
+// exp is computed here from + - *, mul_add_ (bits.h: a fused multiply-add in float, a product
+// and a sum in double) and bit casts only (Cody-Waite range reduction, a Taylor polynomial
+// evaluated by Horner, scaling by an exactly built power of two), not by libm, so the
 // pure-PyTorch reference can replay the very same operations and the CPU kernel equals it bit for
-// bit (torch's own exp is SLEEF on the CPU, whose last bit need not agree with libm's). It is
-// within 1.5 ulp of exp on [-40, 0] in float and in double (measured at most 1.14 and 1.01 ulp;
-// tests/test_obprox_pdca.py checks the bound). The argument -theta|x| is clamped to [-40, 0]:
+// bit (torch's own exp is SLEEF on the CPU, whose last bit need not agree with libm's). The
+// float FMAs take 9 of the step's roughly 45 vector operations away (the CPU loop is
+// compute-bound: benchmarks/RESULTS.md). It is
+// within 1.5 ulp of exp on [-40, 0] in float and in double (measured at most 0.86 and 1.13 ulp
+// on the test's grid, float 1.12 before the FMAs; tests/test_obprox_pdca.py checks the bound). The argument -theta|x| is clamped to [-40, 0]:
 // 1 - exp(-40) rounds to 1 in both float and double, so the clamp changes no result.
 // The CPU runs it on AVX2 vectors (csrc/cpu/vector_kernels.h): the same operations lane by
 // lane, so the same bits.
@@ -78,7 +81,7 @@ C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE T exp_horner_(T r) {
                                    1.0 / 479001600.0,
                                    1.0 / 6227020800.0};
   T p = T(S(inv_fact[kDegree]));
-  for (int j = kDegree - 1; j >= 0; --j) p = p * r + S(inv_fact[j]);
+  for (int j = kDegree - 1; j >= 0; --j) p = mul_add_(p, r, T(S(inv_fact[j])));
   return p;
 }
 
@@ -105,10 +108,10 @@ C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE ExpReduced<T> exp_reduce_neg_clamped(T a
   // values as `a >= -40 ? a : -40`, which the reference computes; a float select followed by
   // the integer ops below is what GCC 12 would not vectorise.)
   a = from_bits_(imin_(bits_(a), bits_(T(S(ExpConstants::kMinArg)))));
-  const T q = a * S(ExpConstants::kLog2e) + magic;
+  const T q = mul_add_(a, T(S(ExpConstants::kLog2e)), magic);
   const T k = q - magic;
-  T r = a - k * S(kDouble ? ExpConstants::kLn2HiD : ExpConstants::kLn2HiF);
-  r = r - k * S(kDouble ? ExpConstants::kLn2LoD : ExpConstants::kLn2LoF);
+  T r = mul_add_(k, T(S(-(kDouble ? ExpConstants::kLn2HiD : ExpConstants::kLn2HiF))), a);
+  r = mul_add_(k, T(S(-(kDouble ? ExpConstants::kLn2LoD : ExpConstants::kLn2LoF))), r);
   const auto ik = bits_(q) - bits_(magic);  // k as an integer, in [-58, 0]
   return {r, from_bits_(shl_(ik + kBias, kMantissa))};  // 2^k
 }

@@ -101,22 +101,52 @@ _MAGIC = {
 }
 
 
+def mul_add(a: Tensor, b: Tensor | float, c: Tensor | float) -> Tensor:
+    """``a * b + c`` as csrc/rules/bits.h's ``mul_add_``: rounded once (a fused multiply-add) in
+    float32, twice (product, then sum) in float64; ``b`` and ``c`` are rounded to ``a``'s dtype.
+
+    The float32 FMA is exact through float64: the product of two floats is exact there, TwoSum
+    gives the sum's rounding error, the sum is moved to its odd neighbour when inexact (rounding to
+    odd at 53 bits), and rounding that to float32 is the correctly rounded ``a * b + c`` (Boldo and
+    Melquiond, "Emulation of FMA and correctly rounded sums: proved algorithms using rounding to
+    odd", 2008: 53 >= 24 + 2)."""
+    dtype = a.dtype
+    b = torch.as_tensor(b, dtype=dtype, device=a.device)
+    c = torch.as_tensor(c, dtype=dtype, device=a.device)
+    if dtype == torch.float64:
+        return a * b + c
+    if dtype != torch.float32:
+        raise TypeError(f"mul_add: float32 or float64, got {dtype}")
+    p = a.double() * b.double()  # exact: 24 + 24 significant bits
+    c64 = c.double()
+    s = p + c64
+    c_virtual = s - p  # TwoSum: s + e == p + c exactly
+    p_virtual = s - c_virtual
+    e = (p - p_virtual) + (c64 - c_virtual)
+    even = (s.view(torch.int64) & 1) == 0
+    inexact = (e != 0) & torch.isfinite(e)
+    toward = torch.where(e > 0, math.inf, -math.inf).to(torch.float64)
+    s = torch.where(inexact & even, torch.nextafter(s, toward), s)
+    return s.float()
+
+
 def exp_neg_clamped(a: Tensor) -> Tensor:
     """exp(a) for a <= 0 (clamped to a >= -40), in a's dtype (float32 or float64), by exactly the
     operations of csrc/rules/pdca.h: Cody-Waite reduction with k = round(a/ln2) from a
-    magic-number addition, Taylor/Horner, and 2^k built from the bits of that sum."""
+    magic-number addition, Taylor/Horner (fused multiply-adds in float32: :func:`mul_add`), and
+    2^k built from the bits of that sum."""
     dtype = a.dtype
     ln2_hi, ln2_lo = _LN2[dtype]
     magic, magic_bits, int_t, mantissa, bias = _MAGIC[dtype]
     a = torch.where(a >= _MIN_ARG, a, _MIN_ARG).to(dtype)
-    q = a * _LOG2E + magic
+    q = mul_add(a, _LOG2E, magic)
     k = q - magic
-    r = a - k * ln2_hi
-    r = r - k * ln2_lo
+    r = mul_add(k, -ln2_hi, a)
+    r = mul_add(k, -ln2_lo, r)
     degree = _DEGREE[dtype]
     p = torch.full_like(r, 1.0 / math.factorial(degree))
     for j in range(degree - 1, -1, -1):
-        p = p * r + 1.0 / math.factorial(j)
+        p = mul_add(p, r, 1.0 / math.factorial(j))
     ik = q.view(int_t) - magic_bits
     scale = ((ik + bias) << mantissa).view(dtype)
     return p * scale
