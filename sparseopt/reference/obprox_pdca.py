@@ -94,6 +94,7 @@ _LN2 = {
 }
 _DEGREE = {torch.float32: 7, torch.float64: 13}
 _MIN_ARG = -40.0
+_CPU_BLOCK = 1 << 16  # elements per block of exp_neg_clamped on the CPU
 # magic, its bits, the int type of the bits, mantissa bits, exponent bias
 _MAGIC = {
     torch.float32: (12582912.0, 0x4B400000, torch.int32, 23, 127),
@@ -123,11 +124,13 @@ def mul_add(a: Tensor, b: Tensor | float, c: Tensor | float) -> Tensor:
     c_virtual = s - p  # TwoSum: s + e == p + c exactly
     p_virtual = s - c_virtual
     e = (p - p_virtual) + (c64 - c_virtual)
-    even = (s.view(torch.int64) & 1) == 0
-    inexact = (e != 0) & torch.isfinite(e)
-    toward = torch.where(e > 0, math.inf, -math.inf).to(torch.float64)
-    s = torch.where(inexact & even, torch.nextafter(s, toward), s)
-    return s.float()
+    bits = s.view(torch.int64)
+    inexact = (e > 0) | (e < 0)  # not for inf / NaN
+    even = (bits & 1) == 0
+    # the odd neighbour lies toward the exact sum: one step up in magnitude when e has s's sign
+    step = torch.where((e > 0) == (s > 0), 1, -1)
+    bits = torch.where(inexact & even, bits + step, bits)
+    return bits.view(torch.float64).float()
 
 
 def exp_neg_clamped(a: Tensor) -> Tensor:
@@ -135,6 +138,11 @@ def exp_neg_clamped(a: Tensor) -> Tensor:
     operations of csrc/rules/pdca.h: Cody-Waite reduction with k = round(a/ln2) from a
     magic-number addition, Taylor/Horner (fused multiply-adds in float32: :func:`mul_add`), and
     2^k built from the bits of that sum."""
+    if a.device.type == "cpu" and a.dtype == torch.float32 and a.numel() > _CPU_BLOCK:
+        # mul_add's float64 temporaries of a whole tensor would each be fresh memory; in blocks
+        # they stay in the caches (4-5x faster on 11M elements; the same values)
+        flat = a.reshape(-1)
+        return torch.cat([exp_neg_clamped(b) for b in flat.split(_CPU_BLOCK)]).view_as(a)
     dtype = a.dtype
     ln2_hi, ln2_lo = _LN2[dtype]
     magic, magic_bits, int_t, mantissa, bias = _MAGIC[dtype]
