@@ -8,7 +8,6 @@
 // Bit casts are exact, so results stay bit-identical to the pure-PyTorch reference.
 #pragma once
 
-#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -76,15 +75,11 @@ C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE T abs_bits_(T x) {
 }
 
 // a * b + c with one rounding in float (a fused multiply-add: FMA3 on the CPU's vector path,
-// fmaf in the scalar loops, __fmaf_rn on the GPU) and two in double (a product, then a sum).
+// fma_ elsewhere) and two in double (a product, then a sum).
 // The pure-PyTorch reference replays both exactly: it rounds a float FMA correctly through
-// float64 (sparseopt/reference/obprox_pdca.py, _mul_add), which it could not do for double.
+// float64 (sparseopt/reference/obprox_pdca.py, mul_add), which it could not do for double.
 C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE float mul_add_(float a, float b, float c) {
-#ifdef __CUDA_ARCH__
-  return __fmaf_rn(a, b, c);
-#else
-  return std::fma(a, b, c);
-#endif
+  return fma_(a, b, c);  // common.h
 }
 C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE double mul_add_(double a, double b, double c) {
   return a * b + c;
