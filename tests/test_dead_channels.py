@@ -20,6 +20,7 @@ from test_sparse_conv import prune_, randn
 
 C = 12  # the depthwise layer's channels
 DEAD = [0, 3, 4, 10]  # its channels without a nonzero tap
+LIVE = [c for c in range(C) if c not in DEAD]
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-12, atol=1e-12)}
 
 
@@ -83,8 +84,7 @@ def build(case: Case, gen: torch.Generator, dtype: torch.dtype) -> nn.Sequential
                 prune_(m.weight, 0.75, gen)
         prune_(dw.weight, 0.8, gen)
         dw.weight[DEAD] = 0
-        live = [c for c in range(C) if c not in DEAD]
-        dw.weight[live, 0, 1, 1] = 1.0  # every other channel keeps a tap
+        dw.weight[LIVE, 0, 1, 1] = 1.0  # every other channel keeps a tap
         if dw.bias is not None:
             dw.bias.normal_(0, 1.0, generator=gen)
     return sparseopt.nn.sparsify(model).to(dtype).eval()
@@ -116,7 +116,7 @@ def test_dropping_dead_channels_keeps_the_outputs(case, dtype, gen):
     dw, = layers(dropped, FusedDepthwiseConv2d)
     pws = layers(dropped, FusedPointwiseConv2d)
     after = pws[-1]
-    live = C - len(DEAD)
+    live = len(LIVE)
     shrinks = case.producer in ("pointwise", "dense")
     assert dw.out_channels == (live if shrinks else C)
     assert after.in_channels == dw.out_channels
@@ -128,8 +128,7 @@ def test_dropping_dead_channels_keeps_the_outputs(case, dtype, gen):
         assert not set(after.col_idx.tolist()) & set(DEAD)
     # the 1x1 layer after keeps exactly the nonzeros of the live columns
     dense = sparseopt.nn.formats.csr_to_dense(kept_after.row_ptr, kept_after.col_idx, kept_after.values, C)
-    live_cols = [c for c in range(C) if c not in DEAD]
-    assert after.values.numel() == int((dense[:, live_cols] != 0).sum())
+    assert after.values.numel() == int((dense[:, LIVE] != 0).sum())
 
 
 def test_dead_constant_is_the_clamped_bias(gen):

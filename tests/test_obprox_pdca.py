@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import copy
 import math
-from fractions import Fraction
 from collections.abc import Callable
+from fractions import Fraction
 from typing import Any
 
 import numpy as np

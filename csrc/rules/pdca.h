@@ -25,9 +25,9 @@
 // pure-PyTorch reference can replay the very same operations and the CPU kernel equals it bit for
 // bit (torch's own exp is SLEEF on the CPU, whose last bit need not agree with libm's). The
 // float FMAs take 9 of the step's roughly 45 vector operations away (the CPU loop is
-// compute-bound: benchmarks/RESULTS.md). It is
-// within 1.5 ulp of exp on [-40, 0] in float and in double (measured at most 0.86 and 1.13 ulp
-// on the test's grid, float 1.12 before the FMAs; tests/test_obprox_pdca.py checks the bound). The argument -theta|x| is clamped to [-40, 0]:
+// compute-bound: benchmarks/RESULTS.md). It is within 1.5 ulp of exp on [-40, 0] in float and
+// in double (measured at most 0.86 and 1.13 ulp on the test's grid, float 1.12 before the FMAs;
+// tests/test_obprox_pdca.py checks the bound). The argument -theta|x| is clamped to [-40, 0]:
 // 1 - exp(-40) rounds to 1 in both float and double, so the clamp changes no result.
 // The CPU runs it on AVX2 vectors (csrc/cpu/vector_kernels.h): the same operations lane by
 // lane, so the same bits.

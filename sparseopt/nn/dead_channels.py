@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .formats import csr_to_dense, taps_to_dense
-from .inference import FusedDenseConv2d, FusedDepthwiseConv2d, FusedPointwiseConv2d
+from .inference import FusedConv2d, FusedDenseConv2d, FusedDepthwiseConv2d, FusedPointwiseConv2d
 
 __all__ = ["drop_dead_channels"]
 
@@ -47,16 +47,22 @@ def _outermost_sequentials(module: nn.Module) -> list[nn.Sequential]:
     return [s for child in module.children() for s in _outermost_sequentials(child)]
 
 
+def _adopt(module: FusedConv2d, new: FusedConv2d) -> None:
+    """``module`` takes ``new``'s buffers and channel counts; the module itself stays in place
+    (the model's structure, names and hooks are kept)."""
+    module.in_channels, module.out_channels = new.in_channels, new.out_channels
+    for name, buffer in new._buffers.items():
+        setattr(module, name, buffer)
+
+
 def _rebuild_pointwise(pw: FusedPointwiseConv2d, weight: torch.Tensor,
                        bias: torch.Tensor | None) -> None:
     """Give ``pw`` a new dense ``weight`` / ``bias`` (the CSR buffers and channel counts follow)."""
-    new = FusedPointwiseConv2d(weight, bias, pw.stride, (pw.act_min, pw.act_max), pw.channel_major)
-    pw.out_channels, pw.in_channels = new.out_channels, new.in_channels
-    for name in ("row_ptr", "col_idx", "values", "bias"):
-        setattr(pw, name, getattr(new, name))
+    _adopt(pw, FusedPointwiseConv2d(weight, bias, pw.stride, (pw.act_min, pw.act_max),
+                                    pw.channel_major))
 
 
-def _producer_keeps(producer: nn.Module, channels: int) -> bool:
+def _shrinkable(producer: nn.Module, channels: int) -> bool:
     """True when ``producer``'s output channels can be dropped (a fused 1x1 or a plain dense
     convolution, ``channels`` outputs)."""
     if isinstance(producer, FusedPointwiseConv2d):
@@ -87,11 +93,9 @@ def _drop(producer: nn.Module | None, dw: FusedDepthwiseConv2d, pw: FusedPointwi
         return True
     _rebuild_pointwise(pw, weight[:, live, None, None].contiguous(), bias)
     dw_weight = taps_to_dense(dw.tap_ptr, dw.tap_idx, dw.values, dw.kernel_size)[live]
-    new_dw = FusedDepthwiseConv2d(dw_weight, None if dw.bias is None else dw.bias[live],
-                                  dw.stride, dw.padding, (dw.act_min, dw.act_max), dw.channel_major)
-    dw.in_channels = dw.out_channels = new_dw.out_channels
-    for name in ("tap_ptr", "tap_idx", "values", "bias"):
-        setattr(dw, name, getattr(new_dw, name))
+    _adopt(dw, FusedDepthwiseConv2d(dw_weight, None if dw.bias is None else dw.bias[live],
+                                    dw.stride, dw.padding, (dw.act_min, dw.act_max),
+                                    dw.channel_major))
     if isinstance(producer, FusedPointwiseConv2d):
         w = csr_to_dense(producer.row_ptr, producer.col_idx, producer.values, producer.in_channels)
         _rebuild_pointwise(producer, w[live].contiguous(),
@@ -116,7 +120,7 @@ def drop_dead_channels(model: nn.Module) -> int:
                     and pw.in_channels == dw.out_channels):
                 continue
             producer = chain[i - 1] if i > 0 else None
-            if producer is not None and not _producer_keeps(producer, dw.in_channels):
+            if producer is not None and not _shrinkable(producer, dw.in_channels):
                 producer = None
             changed += _drop(producer, dw, pw)
         # modules with their own forward inside the chain may hold Sequentials of their own
