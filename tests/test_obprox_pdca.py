@@ -920,26 +920,27 @@ def test_pdca_native_equals_reference_over_the_whole_range(dtype: torch.dtype,
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 def test_exp_of_pdca_is_within_its_stated_ulps(dtype: torch.dtype) -> None:
-    """csrc/rules/pdca.h: exp_neg_clamped is accurate to 1.5 ulp of the math type on [-40, 0]
+    """csrc/rules/pdca.h: exp_neg_clamped(t) = exp(-t) is accurate to 1.5 ulp of the math type on
+    [0, 40]
     (the kernels equal the reference bit for bit, so the reference is checked): against exp in
     extended precision (numpy longdouble, 64-bit mantissa) on a dense grid and a log grid."""
     if np.finfo(np.longdouble).nmant < 63:
         pytest.skip("numpy's longdouble is not x87 extended precision here")
     from sparseopt.reference.obprox_pdca import exp_neg_clamped
 
-    a = -torch.cat([torch.linspace(0, 40, 200_001, dtype=torch.float64),
-                    torch.logspace(-45, math.log10(40), 20_001, dtype=torch.float64).clamp(max=40)]
-                   ).to(dtype)
-    got = exp_neg_clamped(a).numpy().astype(np.longdouble)
-    exact = np.exp(a.numpy().astype(np.longdouble))
+    t = torch.cat([torch.linspace(0, 40, 200_001, dtype=torch.float64),
+                   torch.logspace(-45, math.log10(40), 20_001, dtype=torch.float64).clamp(max=40)]
+                  ).to(dtype)
+    got = exp_neg_clamped(t).numpy().astype(np.longdouble)
+    exact = np.exp(-t.numpy().astype(np.longdouble))
     digits = 24 if dtype == torch.float32 else 53  # significand bits
     ulp = np.ldexp(np.longdouble(1), np.frexp(exact)[1] - digits)
     err = np.abs(got - exact) / ulp
     assert err.max() <= 1.5, f"max error {float(err.max()):.3f} ulp"
-    # the edges: exp(-0) and exp(-subnormal) are 1; arguments below -40 are clamped to -40
-    edges = exp_neg_clamped(torch.tensor([-0.0, -1e-45, -40.0, -100.0, -float("inf")],
+    # the edges: exp(-0) and exp(-subnormal) are 1; arguments above 40 (and NaN) are clamped to 40
+    edges = exp_neg_clamped(torch.tensor([0.0, 1e-45, 40.0, 100.0, float("inf"), float("nan")],
                                          dtype=dtype)).tolist()
-    assert edges[:2] == [1.0, 1.0] and edges[2] == edges[3] == edges[4] > 0
+    assert edges[:2] == [1.0, 1.0] and edges[2] == edges[3] == edges[4] == edges[5] > 0
 
 
 def _round_to_float32(x: Fraction) -> float:

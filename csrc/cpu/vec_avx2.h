@@ -196,9 +196,13 @@ struct Vec {
     for (int i = 0; i < N; ++i) o.r[i] = Tr::bits(a.r[i]);
     return o;
   }
-  // abs_bits_: clear the sign bit.
-  friend SPARSEOPT_VEC_INLINE Vec abs_bits_(const Vec& a) {
+  // fabs_: clear the sign bit.
+  friend SPARSEOPT_VEC_INLINE Vec fabs_(const Vec& a) {
     SPARSEOPT_VEC_MAP1(Tr::andnot(Tr::set1(Scalar(-0.0)), x));
+  }
+  // or_sign_of_(a, b): a (sign bit clear) with b's sign bit.
+  friend SPARSEOPT_VEC_INLINE Vec or_sign_of_(const Vec& a, const Vec& b) {
+    SPARSEOPT_VEC_MAP2(Tr::or_(x, Tr::and_(Tr::set1(Scalar(-0.0)), y)));
   }
   // abs_: x < 0 ? -x : x (keeps -0 and the sign of a NaN, like the scalar helper).
   friend SPARSEOPT_VEC_INLINE Vec abs_(const Vec& a) {

@@ -25,9 +25,9 @@
 // pure-PyTorch reference can replay the very same operations and the CPU kernel equals it bit for
 // bit (torch's own exp is SLEEF on the CPU, whose last bit need not agree with libm's). The
 // float FMAs take 9 of the step's roughly 45 vector operations away (the CPU loop is
-// compute-bound: benchmarks/RESULTS.md). It is within 1.5 ulp of exp on [-40, 0] in float and
+// compute-bound: benchmarks/RESULTS.md). exp(-t) is within 1.5 ulp on [0, 40] in float and
 // in double (measured at most 0.86 and 1.13 ulp on the test's grid, float 1.12 before the FMAs;
-// tests/test_obprox_pdca.py checks the bound). The argument -theta|x| is clamped to [-40, 0]:
+// tests/test_obprox_pdca.py checks the bound). The argument t = theta|x| is clamped to [0, 40]:
 // 1 - exp(-40) rounds to 1 in both float and double, so the clamp changes no result.
 // The CPU runs it on AVX2 vectors (csrc/cpu/vector_kernels.h): the same operations lane by
 // lane, so the same bits.
@@ -52,7 +52,7 @@ struct ExpConstants {
   static constexpr double kLn2LoF = -2.12194440e-4;
   static constexpr double kLn2HiD = 6.93147180369123816490e-01;
   static constexpr double kLn2LoD = 1.90821492927058770002e-10;
-  static constexpr double kMinArg = -40.0;
+  static constexpr double kMaxArg = 40.0;  // exp(-t) for t clamped to [0, 40]
   // 1.5 * 2^23 and 1.5 * 2^52: adding one rounds |q| < 2^22 to the nearest integer k, which then
   // sits in the low mantissa bits (bits(q + magic) = bits(magic) + k).
   static constexpr double kMagicF = 12582912.0;
@@ -60,71 +60,77 @@ struct ExpConstants {
 };
 
 // T is float or double, or a CPU vector of them (the same operations on every lane).
+// The Taylor polynomial of exp(-s) = sum_j (-1)^j s^j / j!, by Horner: the alternating signs
+// sit in the coefficients, so a positive s takes no negation. (These are exactly the roundings
+// of Horner on r = -s with the plain coefficients: each step is fma(-a, b, -c) = -fma(a, b, c).)
 template <typename T>
-C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE T exp_horner_(T r) {
+C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE T exp_neg_horner_(T s) {
   using S = math_scalar_t<T>;
   constexpr bool kDouble = sizeof(S) == 8;
   constexpr int kDegree = kDouble ? 13 : 7;
-  // 1/j! for j = 0..13
-  constexpr double inv_fact[14] = {1.0,
-                                   1.0,
-                                   1.0 / 2.0,
-                                   1.0 / 6.0,
-                                   1.0 / 24.0,
-                                   1.0 / 120.0,
-                                   1.0 / 720.0,
-                                   1.0 / 5040.0,
-                                   1.0 / 40320.0,
-                                   1.0 / 362880.0,
-                                   1.0 / 3628800.0,
-                                   1.0 / 39916800.0,
-                                   1.0 / 479001600.0,
-                                   1.0 / 6227020800.0};
-  T p = T(S(inv_fact[kDegree]));
-  for (int j = kDegree - 1; j >= 0; --j) p = mul_add_(p, r, T(S(inv_fact[j])));
+  // (-1)^j / j! for j = 0..13
+  constexpr double coeff[14] = {1.0,
+                                -1.0,
+                                1.0 / 2.0,
+                                -1.0 / 6.0,
+                                1.0 / 24.0,
+                                -1.0 / 120.0,
+                                1.0 / 720.0,
+                                -1.0 / 5040.0,
+                                1.0 / 40320.0,
+                                -1.0 / 362880.0,
+                                1.0 / 3628800.0,
+                                -1.0 / 39916800.0,
+                                1.0 / 479001600.0,
+                                -1.0 / 6227020800.0};
+  T p = T(S(coeff[kDegree]));
+  for (int j = kDegree - 1; j >= 0; --j) p = mul_add_(p, s, T(S(coeff[j])));
   return p;
 }
 
-// exp(a) = exp_horner_(r) * scale with a = k ln2 + r, scale = 2^k: the range reduction.
+// exp(-t) = exp_neg_horner_(s) * scale with t = k ln2 + s, scale = 2^-k: the range reduction.
 template <typename T>
 struct ExpReduced {
-  T r, scale;
+  T s, scale;
 };
 
-// The range reduction of exp(a) for a with the sign bit set (a <= -0, or a NaN, which is
+// The range reduction of exp(-t) for t with the sign bit clear (t >= +0, or a NaN, which is
 // treated as the clamp bound; callers handle NaN themselves).
-// k = round(a / ln2) by the magic-number addition and 2^k from the same sum's bits: no
+// k = round(t / ln2) by the magic-number addition and 2^-k from the same sum's bits: no
 // float-to-int conversion, whose possible trap keeps GCC (with the default -ftrapping-math) from
-// vectorising the CPU loop.
+// vectorising the CPU loop. (Written for exp(a) with a = -t <= 0 the same roundings give
+// -k, -s and the same 2^-k: round-to-nearest-even is symmetric and magic is even; the
+// reference writes it that way.)
 template <typename T>
-C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE ExpReduced<T> exp_reduce_neg_clamped(T a) {
+C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE ExpReduced<T> exp_reduce_neg_clamped(T t) {
   using S = math_scalar_t<T>;
   constexpr bool kDouble = sizeof(S) == 8;
   constexpr int kMantissa = kDouble ? 52 : 23;
   constexpr int kBias = kDouble ? 1023 : 127;
   const T magic = T(S(kDouble ? ExpConstants::kMagicD : ExpConstants::kMagicF));
-  // a = max(a, -40), NaN -> -40, done on the bits: for a <= -0 (sign bit set) a larger signed
-  // bit pattern is a more negative number, and every NaN compares above -40's bits. (The same
-  // values as `a >= -40 ? a : -40`, which the reference computes; a float select followed by
-  // the integer ops below is what GCC 12 would not vectorise.)
-  a = from_bits_(imin_(bits_(a), bits_(T(S(ExpConstants::kMinArg)))));
-  const T q = mul_add_(a, T(S(ExpConstants::kLog2e)), magic);
+  // t = min(t, 40), NaN -> 40, done on the bits: for t >= +0 a larger signed bit pattern is a
+  // larger number, and every NaN's bits (sign clear) compare above 40's. (The same values as
+  // `t <= 40 ? t : 40`; a float select followed by the integer ops below is what GCC 12 would
+  // not vectorise.)
+  t = from_bits_(imin_(bits_(t), bits_(T(S(ExpConstants::kMaxArg)))));
+  const T q = mul_add_(t, T(S(ExpConstants::kLog2e)), magic);
   const T k = q - magic;
-  T r = mul_add_(k, T(S(-(kDouble ? ExpConstants::kLn2HiD : ExpConstants::kLn2HiF))), a);
-  r = mul_add_(k, T(S(-(kDouble ? ExpConstants::kLn2LoD : ExpConstants::kLn2LoF))), r);
-  const auto ik = bits_(q) - bits_(magic);  // k as an integer, in [-58, 0]
-  return {r, from_bits_(shl_(ik + kBias, kMantissa))};  // 2^k
+  T s = mul_add_(k, T(S(-(kDouble ? ExpConstants::kLn2HiD : ExpConstants::kLn2HiF))), t);
+  s = mul_add_(k, T(S(-(kDouble ? ExpConstants::kLn2LoD : ExpConstants::kLn2LoF))), s);
+  // bits(q) = bits(magic) + k, k in [0, 58]; 2^-k has exponent field kBias - k
+  const auto neg_k_biased = (bits_(magic) + kBias) - bits_(q);
+  return {s, from_bits_(shl_(neg_k_biased, kMantissa))};
 }
 
 template <typename T>
 C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE T exp_from_reduced_(const ExpReduced<T>& q) {
-  return exp_horner_(q.r) * q.scale;
+  return exp_neg_horner_(q.s) * q.scale;
 }
 
-// exp(a) for a with the sign bit set, a clamped to >= -40 (see above).
+// exp(-t) for t with the sign bit clear, t clamped to <= 40 (see above).
 template <typename T>
-C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE T exp_neg_clamped(T a) {
-  return exp_from_reduced_(exp_reduce_neg_clamped(a));
+C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE T exp_neg_clamped(T t) {
+  return exp_from_reduced_(exp_reduce_neg_clamped(t));
 }
 
 template <bool kWeightDecay>
@@ -162,9 +168,9 @@ struct PdcaOp {
 
   template <typename Val, typename T>
   C10_HOST_DEVICE static SPARSEOPT_ALWAYS_INLINE ExpReduced<Val> pre1(Val x, const Coeffs<T>& c) {
-    // -theta*|x| has its sign bit set for every x (|x| = +0 for x = -0, as torch.abs gives),
-    // which the clamp on the bits relies on.
-    return exp_reduce_neg_clamped(-(c.theta * abs_bits_(x)));
+    // theta*|x| has its sign bit clear for every x (|x| = +0 for x = -0, as torch.abs gives;
+    // theta > 0), which the clamp on the bits relies on.
+    return exp_reduce_neg_clamped(c.theta * fabs_(x));
   }
 
   // xi = theta * sign(x) * (1 - exp(-theta |x|)), NaN for NaN.
@@ -172,9 +178,10 @@ struct PdcaOp {
   C10_HOST_DEVICE static SPARSEOPT_ALWAYS_INLINE Val pre2(const ExpReduced<Val>& reduced, Val x,
                                                       const Coeffs<T>& c) {
     const Val e = exp_from_reduced_(reduced);
+    // theta * (1 - e) >= +0 (theta > 0, e <= 1), so copysign is an or of x's sign bit.
     // NaN stays NaN; written as an addition (xi + 0 elsewhere) because a select here kept
     // GCC 12 from vectorising the loop.
-    return copysign_(c.theta * (T(1) - e), x) + nan_or_zero_(x);
+    return or_sign_of_(c.theta * (T(1) - e), x) + nan_or_zero_(x);
   }
 
   template <typename Val, typename T>
