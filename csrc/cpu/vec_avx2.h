@@ -6,7 +6,8 @@
 // instead of stalling the pipeline. They provide exactly what the rules in csrc/rules/*.h use on
 // their math type: + - * / (with scalars on either side), and the helpers of common.h, bits.h,
 // adahessian.h as overloads found by argument-dependent lookup. Each is the scalar helper's
-// operation lane by lane, with the same IEEE rounding (no FMA), so results are bit-identical.
+// operation lane by lane, with the same IEEE rounding (a fused multiply-add only where the rule
+// calls mul_add_ in float), so results are bit-identical.
 // Everything lives in an unnamed namespace: nothing compiled for AVX2 here gets external linkage
 // (a weak symbol the linker could pick for the baseline build too).
 #pragma once
