@@ -885,6 +885,26 @@ def _pdca_special_values(dtype: torch.dtype) -> torch.Tensor:
 
 @needs_native
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("theta", [1e-300, 1e-50, 1e300])
+def test_pdca_theta_that_rounds_to_zero_or_inf(dtype: torch.dtype, theta: float) -> None:
+    """A theta that rounds to 0 or inf in float makes theta*|x| a NaN for x = inf or 0 (0 * inf,
+    a NaN with the sign bit set on x86): exp's clamp takes it to 40 as the reference does.
+    (Found by the fuzzer in a first version that clamped on the bits.)"""
+    x = torch.tensor([float("inf"), float("-inf"), 0.0, -0.0, 1.0, -1e-30, float("nan")] * 5,
+                     dtype=dtype)
+    betas = torch.tensor(pdca_betas(3), dtype=torch.float64)
+    sides = []
+    for fn in (torch.ops.sparseopt.pdca_step_, reference.pdca_step_):
+        p, g, it = torch.zeros_like(x), torch.ones_like(x), x.clone()
+        fn([p], [g], [it], [torch.zeros(())], betas, 0.5, 0.25, theta, 0.0, None)
+        sides.append((p, it))
+    for a, b in zip(*sides):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+        assert torch.equal(a.signbit()[~a.isnan()], b.signbit()[~b.isnan()])
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("length", [1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 255, 256, 257, 1303])
 def test_pdca_native_equals_reference_over_the_whole_range(dtype: torch.dtype,
                                                             length: int) -> None:

@@ -39,11 +39,6 @@ struct I32 {  // the bits of F32<N>
     for (int i = 0; i < N; ++i) o.r[i] = _mm256_sub_epi32(a.r[i], b.r[i]);
     return o;
   }
-  friend SPARSEOPT_VEC_INLINE I32 imin_(const I32& a, const I32& b) {
-    I32 o;
-    for (int i = 0; i < N; ++i) o.r[i] = _mm256_min_epi32(a.r[i], b.r[i]);
-    return o;
-  }
   friend SPARSEOPT_VEC_INLINE I32 shl_(const I32& a, int n) {
     I32 o;
     for (int i = 0; i < N; ++i) o.r[i] = _mm256_slli_epi32(a.r[i], n);
@@ -62,12 +57,6 @@ struct I64 {  // the bits of F64<N>
   friend SPARSEOPT_VEC_INLINE I64 operator-(const I64& a, const I64& b) {
     I64 o;
     for (int i = 0; i < N; ++i) o.r[i] = _mm256_sub_epi64(a.r[i], b.r[i]);
-    return o;
-  }
-  friend SPARSEOPT_VEC_INLINE I64 imin_(const I64& a, const I64& b) {  // a > b ? b : a
-    I64 o;
-    for (int i = 0; i < N; ++i)
-      o.r[i] = _mm256_blendv_epi8(a.r[i], b.r[i], _mm256_cmpgt_epi64(a.r[i], b.r[i]));
     return o;
   }
   friend SPARSEOPT_VEC_INLINE I64 shl_(const I64& a, int n) {
@@ -102,6 +91,8 @@ struct PsTraits {
   static SPARSEOPT_VEC_INLINE Reg blend(Reg a, Reg b, Reg m) { return _mm256_blendv_ps(a, b, m); }
   // (a > b) ? a : b, b when either is NaN (maxps)
   static SPARSEOPT_VEC_INLINE Reg max(Reg a, Reg b) { return _mm256_max_ps(a, b); }
+  // (a < b) ? a : b, b when either is NaN (minps)
+  static SPARSEOPT_VEC_INLINE Reg min(Reg a, Reg b) { return _mm256_min_ps(a, b); }
   static SPARSEOPT_VEC_INLINE __m256i bits(Reg a) { return _mm256_castps_si256(a); }
   static SPARSEOPT_VEC_INLINE Reg from_bits(__m256i a) { return _mm256_castsi256_ps(a); }
   // sqrt in double, rounded once to float (sqrt_via_double_)
@@ -136,6 +127,7 @@ struct PdTraits {
   static SPARSEOPT_VEC_INLINE Reg unord(Reg a, Reg b) { return _mm256_cmp_pd(a, b, _CMP_UNORD_Q); }
   static SPARSEOPT_VEC_INLINE Reg blend(Reg a, Reg b, Reg m) { return _mm256_blendv_pd(a, b, m); }
   static SPARSEOPT_VEC_INLINE Reg max(Reg a, Reg b) { return _mm256_max_pd(a, b); }
+  static SPARSEOPT_VEC_INLINE Reg min(Reg a, Reg b) { return _mm256_min_pd(a, b); }
   static SPARSEOPT_VEC_INLINE __m256i bits(Reg a) { return _mm256_castpd_si256(a); }
   static SPARSEOPT_VEC_INLINE Reg from_bits(__m256i a) { return _mm256_castsi256_pd(a); }
   static SPARSEOPT_VEC_INLINE Reg sqrt_via_double(Reg a) { return _mm256_sqrt_pd(a); }
@@ -217,6 +209,10 @@ struct Vec {
   // d < 0 ? 0 : d  ==  (0 > d) ? 0 : d  ==  maxps(0, d) (d when d is NaN, -0 stays -0).
   friend SPARSEOPT_VEC_INLINE Vec zero_if_negative_(const Vec& a) {
     SPARSEOPT_VEC_MAP1(Tr::max(Tr::set1(Scalar(0)), x));
+  }
+  // min_or_bound_: a < b ? a : b, b when a is NaN (minps)
+  friend SPARSEOPT_VEC_INLINE Vec min_or_bound_(const Vec& a, const Vec& b) {
+    SPARSEOPT_VEC_MAP2(Tr::min(x, y));
   }
   // x != x ? x : 0
   friend SPARSEOPT_VEC_INLINE Vec nan_or_zero_(const Vec& a) {

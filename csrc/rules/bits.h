@@ -86,12 +86,6 @@ C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE double mul_add_(double a, double b, doub
   return a * b + c;
 }
 
-// min(a, b) of two integers (bit patterns).
-template <typename I>
-C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE I imin_(I a, I b) {
-  return a > b ? b : a;
-}
-
 // x << n computed as unsigned (a negative x shifts without undefined behaviour).
 template <typename I>
 C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE I shl_(I x, int n) {

@@ -153,6 +153,13 @@ C10_HOST_DEVICE inline T zero_if_negative_(T d) {
   return d < T(0) ? T(0) : d;
 }
 
+// t < bound ? t : bound: bound for a NaN t (minps / minpd on the CPU's vectors). The arms are
+// plain values, so GCC if-converts it despite -ftrapping-math.
+template <typename T>
+C10_HOST_DEVICE inline T min_or_bound_(T t, T bound) {
+  return t < bound ? t : bound;
+}
+
 // x where x is NaN, else +0: adding it to a result keeps a NaN input visible.
 template <typename T>
 C10_HOST_DEVICE inline T nan_or_zero_(T x) {

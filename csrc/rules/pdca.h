@@ -94,8 +94,8 @@ struct ExpReduced {
   T s, scale;
 };
 
-// The range reduction of exp(-t) for t with the sign bit clear (t >= +0, or a NaN, which is
-// treated as the clamp bound; callers handle NaN themselves).
+// The range reduction of exp(-t) for t >= +0, or a NaN, which is treated as the clamp bound
+// (callers handle NaN themselves).
 // k = round(t / ln2) by the magic-number addition and 2^-k from the same sum's bits: no
 // float-to-int conversion, whose possible trap keeps GCC (with the default -ftrapping-math) from
 // vectorising the CPU loop. (Written for exp(a) with a = -t <= 0 the same roundings give
@@ -108,11 +108,9 @@ C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE ExpReduced<T> exp_reduce_neg_clamped(T t
   constexpr int kMantissa = kDouble ? 52 : 23;
   constexpr int kBias = kDouble ? 1023 : 127;
   const T magic = T(S(kDouble ? ExpConstants::kMagicD : ExpConstants::kMagicF));
-  // t = min(t, 40), NaN -> 40, done on the bits: for t >= +0 a larger signed bit pattern is a
-  // larger number, and every NaN's bits (sign clear) compare above 40's. (The same values as
-  // `t <= 40 ? t : 40`; a float select followed by the integer ops below is what GCC 12 would
-  // not vectorise.)
-  t = from_bits_(imin_(bits_(t), bits_(T(S(ExpConstants::kMaxArg)))));
+  // t = min(t, 40), NaN (of either sign: 0 * inf is a NaN with the sign bit set) -> 40, as the
+  // reference's `t <= 40 ? t : 40`
+  t = min_or_bound_(t, T(S(ExpConstants::kMaxArg)));
   const T q = mul_add_(t, T(S(ExpConstants::kLog2e)), magic);
   const T k = q - magic;
   T s = mul_add_(k, T(S(-(kDouble ? ExpConstants::kLn2HiD : ExpConstants::kLn2HiF))), t);
@@ -168,8 +166,8 @@ struct PdcaOp {
 
   template <typename Val, typename T>
   C10_HOST_DEVICE static SPARSEOPT_ALWAYS_INLINE ExpReduced<Val> pre1(Val x, const Coeffs<T>& c) {
-    // theta*|x| has its sign bit clear for every x (|x| = +0 for x = -0, as torch.abs gives;
-    // theta > 0), which the clamp on the bits relies on.
+    // theta*|x| >= +0 (|x| = +0 for x = -0, as torch.abs gives; theta >= +0 in the math type)
+    // or NaN
     return exp_reduce_neg_clamped(c.theta * fabs_(x));
   }
 
