@@ -189,8 +189,8 @@ struct Vec {
     for (int i = 0; i < N; ++i) o.r[i] = Tr::bits(a.r[i]);
     return o;
   }
-  // fabs_: clear the sign bit.
-  friend SPARSEOPT_VEC_INLINE Vec fabs_(const Vec& a) {
+  // abs_bits_: clear the sign bit.
+  friend SPARSEOPT_VEC_INLINE Vec abs_bits_(const Vec& a) {
     SPARSEOPT_VEC_MAP1(Tr::andnot(Tr::set1(Scalar(-0.0)), x));
   }
   // or_sign_of_(a, b): a (sign bit clear) with b's sign bit.

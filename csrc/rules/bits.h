@@ -65,6 +65,15 @@ C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE double from_bits_(int64_t b) {
 #endif
 }
 
+// |x| by clearing the sign bit, as fabs and torch.abs do: +0 for -0 (common.h's abs_ keeps -0).
+template <typename T>
+C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE T abs_bits_(T x) {
+  using I = decltype(bits_(x));
+  using U = std::make_unsigned_t<I>;
+  constexpr I kMagnitude = static_cast<I>(~(U(1) << (8 * sizeof(I) - 1)));  // 0x7f..f
+  return from_bits_(bits_(x) & kMagnitude);
+}
+
 // copysign(m, x) for an m whose sign bit is clear: m with x's sign bit or-ed in (one operation
 // fewer than copysign on a CPU vector).
 template <typename T>

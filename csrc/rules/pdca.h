@@ -168,7 +168,7 @@ struct PdcaOp {
   C10_HOST_DEVICE static SPARSEOPT_ALWAYS_INLINE ExpReduced<Val> pre1(Val x, const Coeffs<T>& c) {
     // theta*|x| >= +0 (|x| = +0 for x = -0, as torch.abs gives; theta >= +0 in the math type)
     // or NaN
-    return exp_reduce_neg_clamped(c.theta * fabs_(x));
+    return exp_reduce_neg_clamped(c.theta * abs_bits_(x));
   }
 
   // xi = theta * sign(x) * (1 - exp(-theta |x|)), NaN for NaN.
