@@ -942,9 +942,9 @@ def test_pdca_native_equals_reference_over_the_whole_range(dtype: torch.dtype,
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 def test_exp_of_pdca_is_within_its_stated_ulps(dtype: torch.dtype) -> None:
     """csrc/rules/pdca.h: exp_neg_clamped(t) = exp(-t) is accurate to 1.5 ulp of the math type on
-    [0, 40]
-    (the kernels equal the reference bit for bit, so the reference is checked): against exp in
-    extended precision (numpy longdouble, 64-bit mantissa) on a dense grid and a log grid."""
+    [0, 40] (the kernels equal the reference bit for bit, so the reference is checked): against
+    exp in extended precision (numpy longdouble, 64-bit mantissa) on a dense grid and a log
+    grid."""
     if np.finfo(np.longdouble).nmant < 63:
         pytest.skip("numpy's longdouble is not x87 extended precision here")
     from sparseopt.reference.obprox_pdca import exp_neg_clamped

@@ -6,7 +6,8 @@
 // (csrc/rules/*.h, operator() templated on the math type) on vector types instead of scalars.
 // Every lane does the operations of the scalar formula in the same order, each correctly
 // rounded (no FMA contraction; a fused multiply-add only where the rule calls mul_add_), so
-// results equal the scalar loop's and the reference's bit for bit. No torch header here: the AVX2 translation unit includes only this and the rules.
+// results equal the scalar loop's and the reference's bit for bit. No torch header here: the
+// AVX2 translation unit includes only this and the rules.
 #pragma once
 
 #include <cstdint>

@@ -98,9 +98,8 @@ struct ExpReduced {
 // (callers handle NaN themselves).
 // k = round(t / ln2) by the magic-number addition and 2^-k from the same sum's bits: no
 // float-to-int conversion, whose possible trap keeps GCC (with the default -ftrapping-math) from
-// vectorising the CPU loop. (Written for exp(a) with a = -t <= 0 the same roundings give
-// -k, -s and the same 2^-k: round-to-nearest-even is symmetric and magic is even; the
-// reference writes it that way.)
+// vectorising the CPU loop. (The same reduction written for exp(a), a = -t, gives -k, -s and
+// the same 2^-k: round-to-nearest-even is symmetric and magic is even.)
 template <typename T>
 C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE ExpReduced<T> exp_reduce_neg_clamped(T t) {
   using S = math_scalar_t<T>;
@@ -125,7 +124,7 @@ C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE T exp_from_reduced_(const ExpReduced<T>&
   return exp_neg_horner_(q.s) * q.scale;
 }
 
-// exp(-t) for t with the sign bit clear, t clamped to <= 40 (see above).
+// exp(-t) for t >= +0 or NaN, t clamped to <= 40 (see above).
 template <typename T>
 C10_HOST_DEVICE SPARSEOPT_ALWAYS_INLINE T exp_neg_clamped(T t) {
   return exp_from_reduced_(exp_reduce_neg_clamped(t));
@@ -176,7 +175,8 @@ struct PdcaOp {
   C10_HOST_DEVICE static SPARSEOPT_ALWAYS_INLINE Val pre2(const ExpReduced<Val>& reduced, Val x,
                                                       const Coeffs<T>& c) {
     const Val e = exp_from_reduced_(reduced);
-    // theta * (1 - e) >= +0 (theta > 0, e <= 1), so copysign is an or of x's sign bit.
+    // theta * (1 - e) >= +0 (theta >= +0 in the math type, a tiny theta rounding to 0; e <= 1),
+    // so copysign is an or of x's sign bit.
     // NaN stays NaN; written as an addition (xi + 0 elsewhere) because a select here kept
     // GCC 12 from vectorising the loop.
     return or_sign_of_(c.theta * (T(1) - e), x) + nan_or_zero_(x);
