@@ -905,14 +905,16 @@ def test_pdca_theta_that_rounds_to_zero_or_inf(dtype: torch.dtype, theta: float)
 
 @needs_native
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("length", [1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 255, 256, 257, 1303])
+@pytest.mark.parametrize("length", [1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129,
+                                    1303])
 def test_pdca_native_equals_reference_over_the_whole_range(dtype: torch.dtype,
                                                             length: int) -> None:
     """The vectorised CPU loop runs the rule on 32 (8 for float64) lanes at a time, in staged
-    blocks of 256 (128) elements, and its last < 32 (8) elements through a padded copy: every
-    value class, every length around a vector and a block, a misaligned start (a view at
-    offset 1), inf/NaN gradients, weight decay and GradScaler -- bit for bit (NaN for NaN, and
-    the sign of every zero); bfloat16's lanes hold their elements out of order."""
+    blocks of 256 bytes of each array (64 floats, 128 16-bit elements, 32 doubles), and its last
+    < 32 (8) elements through a padded copy: every value class, every length around a vector and
+    a block, a misaligned start (a view at offset 1), inf/NaN gradients, weight decay and
+    GradScaler -- bit for bit (NaN for NaN, and the sign of every zero); bfloat16's lanes hold
+    their elements out of order."""
     gen = torch.Generator().manual_seed(length)
     xs = _pdca_special_values(dtype)
     reps = -(-(length + 1) // xs.numel())
