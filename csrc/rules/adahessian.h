@@ -9,8 +9,14 @@
 // (weight = 1/n_samples averages several probes). The second is the element-wise update:
 //
 //   m <- b1*m + (1-b1)*g;   v <- b2*v + (1-b2)*D*D
-//   denom = (sqrt(v) / sqrt(1-b2^t))^k + eps              (k = hessian_power; k = 1: no pow)
-//   w <- w - (lr * (m / (1-b1^t))) / denom - (lr*wd) * w
+//   denom = (sqrt(v) * (1/sqrt(1-b2^t)))^k + eps          (k = hessian_power; k = 1: no pow)
+//   w <- w - ((lr/(1-b1^t)) * m) / denom - (lr*wd) * w
+//
+// lr/(1-b1^t) and 1/sqrt(1-b2^t) are computed once per tensor in double and rounded once to the
+// math type, so each element takes one division and one square root. The formula sheet's
+// literal form divides three times per element; on the CPU the divider bounded the loop (one
+// core, data in L2: fp32 0.74 -> 0.58 ns/element, bf16 1.25 -> 1.0). The two differ by a few
+// rounding errors per step, which the test against a straightforward implementation allows.
 #pragma once
 
 #include <cstdint>
@@ -91,14 +97,14 @@ struct AdaHessianOp {
 
   template <typename T>
   struct Coeffs {
-    T b1, one_minus_b1, b2, one_minus_b2, bc1, bc2_sqrt, lr, lr_wd, eps;
+    T b1, one_minus_b1, b2, one_minus_b2, step_size, inv_bc2_sqrt, lr_wd, eps;
     double k;
   };
 
   template <typename T>
   C10_HOST_DEVICE Coeffs<T> coeffs(double step) const {
     const double bc1 = 1 - pow_step_(beta1, step), bc2 = 1 - pow_step_(beta2, step);
-    return {T(beta1), T(1 - beta1), T(beta2), T(1 - beta2), T(bc1), T(sqrt_(bc2)), T(lr),
+    return {T(beta1), T(1 - beta1), T(beta2), T(1 - beta2), T(lr / bc1), T(1 / sqrt_(bc2)),
             T(lr * weight_decay), T(eps), hessian_power};
   }
 
@@ -108,14 +114,14 @@ struct AdaHessianOp {
     const Val g = v[G];
     const Val m = c.b1 * v[M] + c.one_minus_b1 * g;
     const Val sq = c.b2 * v[V] + c.one_minus_b2 * (v[D] * v[D]);
-    Val base = sqrt_f_(sq) / c.bc2_sqrt;
+    Val base = sqrt_f_(sq) * c.inv_bc2_sqrt;
     if constexpr (kPower == HessianPower::kHalf) {
       base = sqrt_via_double_(base);
     } else if constexpr (kPower == HessianPower::kOther) {
       base = pow_k_(base, c.k);
     }
     const Val denom = base + c.eps;
-    v[W] = v[W] - (c.lr * (m / c.bc1)) / denom - c.lr_wd * v[W];
+    v[W] = v[W] - (c.step_size * m) / denom - c.lr_wd * v[W];
     v[M] = m;
     v[V] = sq;
   }

@@ -70,7 +70,8 @@ def adahessian_step_(
     found_inf: Tensor | None = None,
 ) -> None:
     """``m <- b1 m + (1-b1) g; v <- b2 v + (1-b2) D^2;
-    w <- w - lr (m/(1-b1^t)) / ((sqrt(v)/sqrt(1-b2^t))^k + eps) - lr wd w``."""
+    w <- w - ((lr/(1-b1^t)) m) / ((sqrt(v) (1/sqrt(1-b2^t)))^k + eps) - lr wd w``, the two
+    bias-correction factors in double and rounded once (csrc/rules/adahessian.h)."""
     op = "sparseopt::adahessian_step_"
     lr = host_lr(op, lr)
     check_op_hyper("adahessian_step_", lr=lr, beta1=beta1, beta2=beta2, eps=eps,
@@ -89,13 +90,13 @@ def adahessian_step_(
         d = hessian_diags[i].to(T)
         m = beta1 * exp_avgs[i].to(T) + (1 - beta1) * g
         v = beta2 * exp_hessian_diag_sqs[i].to(T) + (1 - beta2) * (d * d)
-        base = ieee_sqrt(v) / (1 - beta2**t) ** 0.5
+        base = ieee_sqrt(v) * (1 / (1 - beta2**t) ** 0.5)
         if hessian_power == 0.5:  # the square root, correctly rounded, as the native kernels
             base = ieee_sqrt(base.double()).to(T)
         elif hessian_power != 1.0:
             base = base.double().pow(hessian_power).to(T)
         denom = base + eps
-        new_w = w - (lr * (m / (1 - beta1**t))) / denom - (lr * weight_decay) * w
+        new_w = w - ((lr / (1 - beta1**t)) * m) / denom - (lr * weight_decay) * w
         p.copy_(new_w)
         exp_avgs[i].copy_(m)
         exp_hessian_diag_sqs[i].copy_(v)
