@@ -182,7 +182,7 @@ __attribute__((always_inline)) inline void block(S* const* q, const Op& op,
 // Vectors per block of the staged loop: 256 bytes of each array's storage (64 floats, 128
 // bfloat16 or half, 32 doubles). The stages' results stay in L1 either way; the block's size
 // sets how the loop meets memory. With 11M parameters on 2 threads (the data in DRAM), 1 KB
-// blocks ran pDCA_e at 0.72-0.98 of a stream-add and 256 B at 0.86-1.03 in fp32 (2-4 KB were
+// blocks ran pDCA_e at 0.72-0.98 of a stream-add and 256 B at 0.83-1.03 in fp32 (2-4 KB were
 // worse still: 0.61-0.73); bf16 and fp64 gained 3-10%. With the data in L2 the two run alike.
 template <class V, typename S>
 constexpr int kStageBlock = 256 / (V::kLanes * static_cast<int>(sizeof(S)));
@@ -205,6 +205,7 @@ __attribute__((flatten)) void range(void* const* base, int64_t begin, int64_t en
     // stage run over a whole block is a chain about a third as long (the product of latency
     // and instructions per element, which bounds the time here, shrinks accordingly). Every
     // element still gets exactly the operations of operator().
+    static_assert(kStageBlock<V, S> >= 1, "a vector larger than the 256-byte block");
     rules::ExpReduced<V> reduced[kStageBlock<V, S>];
     V pre[kStageBlock<V, S>];
     for (; j + kStageBlock<V, S> * W <= end; j += kStageBlock<V, S> * W) {

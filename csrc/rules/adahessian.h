@@ -104,8 +104,9 @@ struct AdaHessianOp {
   template <typename T>
   C10_HOST_DEVICE Coeffs<T> coeffs(double step) const {
     const double bc1 = 1 - pow_step_(beta1, step), bc2 = 1 - pow_step_(beta2, step);
-    return {T(beta1), T(1 - beta1), T(beta2), T(1 - beta2), T(lr / bc1), T(1 / sqrt_(bc2)),
-            T(lr * weight_decay), T(eps), hessian_power};
+    // sqrt(1 - b2^t) as the reference's `(1 - beta2**t) ** 0.5` (common.h), as Adam's.
+    return {T(beta1), T(1 - beta1), T(beta2), T(1 - beta2), T(lr / bc1),
+            T(1 / sqrt_bias_correction_(bc2)), T(lr * weight_decay), T(eps), hessian_power};
   }
 
   // Val is T, or a CPU vector of T (csrc/cpu/vec_avx2.h): one formula for every loop.
